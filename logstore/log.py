@@ -1,0 +1,410 @@
+"""A log: one ordered, durable sequence of record batches (a RocketMQ queue, a Kafka partition).
+
+Offsets are assigned here, densely, in append order. Readers see offsets below
+``committed_offset``: under ``async`` that is everything written, under ``sync`` everything an
+fsync covered (a reader never sees a batch whose append could still fail).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import posixpath
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeVar
+
+from logstore import batch as rb
+from logstore.batch import BatchHeader, Record
+from logstore.config import FLUSH_SYNC, LogConfig
+from logstore.errors import ClosedError, InvalidBatchError, LogFailedError, OffsetOutOfRangeError
+from logstore.io import IO, Buffer, Clock, File
+from logstore.segment import Segment
+
+T = TypeVar("T")
+OFFSET_DELTA_MAX = 2**31 - 1
+
+
+class StoreHooks(Protocol):
+    """What a log needs from its store (kept narrow so the log stays testable)."""
+
+    io: IO
+    clock: Clock
+
+    def enqueue_sync(self, log: Log, parts: list[Buffer], h: BatchHeader) -> asyncio.Future[None]: ...
+
+    def note_async_write(self, log: Log) -> None: ...
+
+    def run_blocking(self, fn: Callable[[], T]) -> Awaitable[T]: ...
+
+    async def write_checkpoint(self) -> None: ...
+
+    async def checkpoint(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class AppendResult:
+    base_offset: int
+    last_offset: int
+    max_timestamp_ms: int
+
+
+@dataclass(frozen=True)
+class Region:
+    """Bytes ``[position, position + length)`` of a segment file: whole batches, ready for
+    ``os.sendfile``."""
+
+    file: File
+    position: int
+    length: int
+
+
+@dataclass(frozen=True)
+class ReadResult:
+    regions: tuple[Region, ...]
+    first_offset: int  # base offset of the first batch (may be below the requested offset)
+    next_offset: int  # where the next read should start
+    committed_offset: int
+
+    @property
+    def nbytes(self) -> int:
+        return sum(r.length for r in self.regions)
+
+    def data(self) -> bytes:
+        return b"".join(r.file.pread(r.length, r.position) for r in self.regions)
+
+
+class Log:
+    def __init__(
+        self, hooks: StoreHooks, name: str, directory: str, config: LogConfig,
+        segments: list[Segment], log_start_offset: int, recovery_point: int,
+    ) -> None:
+        self.hooks = hooks
+        self.io = hooks.io
+        self.name = name
+        self.name_bytes = name.encode()
+        self.directory = directory
+        self.config = config
+        self.segments = segments
+        self.log_start_offset = log_start_offset
+        self.recovery_point = recovery_point
+        if not segments:
+            self.segments.append(self._new_segment(log_start_offset))
+        self.end_offset = self.segments[-1].next_offset  # written
+        self.assigned_offset = self.end_offset  # given to appends (sync ones may be queued)
+        self.committed_offset = self.end_offset
+        self._visible = (self.segments[-1].base_offset, self.segments[-1].size)
+        self.failure: BaseException | None = None
+        self.closed = False
+        self.dir_dirty = False
+        self.unflushed_bytes = 0
+        self.last_flush_ms = hooks.clock.now_ms()
+        self._waiters: list[asyncio.Future[None]] = []
+        self._bases = [s.base_offset for s in self.segments]
+
+    @property
+    def is_sync(self) -> bool:
+        return self.config.flush == FLUSH_SYNC
+
+    @property
+    def active(self) -> Segment:
+        return self.segments[-1]
+
+    def __repr__(self) -> str:
+        return f"Log({self.name!r}, start={self.log_start_offset}, end={self.end_offset})"
+
+    # -- append -----------------------------------------------------------------------------------
+
+    def _check_writable(self) -> None:
+        if self.closed:
+            raise ClosedError(f"log {self.name} is closed")
+        if self.failure is not None:
+            raise LogFailedError(f"log {self.name} is fail-stopped: {self.failure}") from self.failure
+
+    async def append(self, batch: Buffer, *, leader_epoch: int = 0) -> AppendResult:
+        """Append one encoded batch (from :func:`logstore.batch.build_batch`). The log assigns
+        its offsets. Returns when the batch is acknowledged under the log's flush policy."""
+        self._check_writable()
+        h = rb.validate(batch, limit=self.config.batch_bytes_max)
+        if h.total_bytes != len(batch):
+            raise InvalidBatchError(f"{len(batch) - h.total_bytes} bytes follow the batch")
+        base = self.assigned_offset
+        self.assigned_offset = base + h.record_count
+        h = h._replace(base_offset=base, leader_epoch=leader_epoch)
+        view = memoryview(batch)
+        parts: list[Buffer] = [rb.PREFIX.pack(base, h.batch_length) + rb.EPOCH.pack(leader_epoch), view[16:]]
+        result = AppendResult(base, h.last_offset, h.max_timestamp_ms)
+        if self.is_sync:
+            await self.hooks.enqueue_sync(self, parts, h)
+            return result
+        try:
+            self.write(parts, h)
+        except OSError as exc:
+            self.fail(exc)
+            raise LogFailedError(f"write to log {self.name} failed: {exc}") from exc
+        self.commit()
+        self.hooks.note_async_write(self)
+        return result
+
+    def write(self, parts: list[Buffer], h: BatchHeader) -> None:
+        """Put a stamped batch into the active segment (page cache), rolling first if due."""
+        seg = self.active
+        if seg.size and (
+            seg.size + h.total_bytes > self.config.segment_bytes
+            or self.hooks.clock.now_ms() - seg.created_ms >= self.config.segment_ms
+            or h.next_offset - seg.base_offset > OFFSET_DELTA_MAX
+        ):
+            seg = self._roll(h.base_offset)
+        seg.append(parts, h)
+        self.end_offset = h.next_offset
+        self.unflushed_bytes += h.total_bytes
+
+    def _new_segment(self, base_offset: int) -> Segment:
+        seg = Segment.create(self.io, self.directory, base_offset, self.hooks.clock.now_ms(),
+                             self.config.index_interval_bytes)
+        self.dir_dirty = True
+        return seg
+
+    def _roll(self, base_offset: int) -> Segment:
+        seg = self._new_segment(base_offset)
+        self.segments.append(seg)
+        self._bases.append(base_offset)
+        return seg
+
+    def commit(self) -> None:
+        """Make everything written visible to readers and wake long-polling waiters."""
+        self.committed_offset = self.end_offset
+        self._visible = (self.active.base_offset, self.active.size)
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def fail(self, exc: BaseException) -> None:
+        """Fail-stop: no retry, every later append gets LogFailedError."""
+        if self.failure is None:
+            self.failure = exc
+        waiters, self._waiters = self._waiters, []
+        for w in waiters:
+            if not w.done():
+                w.set_exception(LogFailedError(f"log {self.name} is fail-stopped: {exc}"))
+
+    # -- flush --------------------------------------------------------------------------------
+
+    def take_dirty(self) -> tuple[int, list[Segment], bool]:
+        """Claim what an fsync must cover now: (end offset, dirty segments, dir dirty)."""
+        dirty = [s for s in self.segments if s.dirty]
+        for s in dirty:
+            s.dirty = False
+        dir_dirty, self.dir_dirty = self.dir_dirty, False
+        self.unflushed_bytes = 0
+        return self.end_offset, dirty, dir_dirty
+
+    def sync_claimed(self, dirty: list[Segment], dir_dirty: bool) -> None:
+        """Blocking part of a flush (may run in a worker thread)."""
+        for s in dirty:
+            s.sync()
+        if dir_dirty:
+            self.io.fsync_dir(self.directory)
+
+    async def flush(self) -> None:
+        """fsync everything written so far and advance the recovery point (not persisted
+        until the next checkpoint)."""
+        if self.failure is not None:
+            raise LogFailedError(f"log {self.name} is fail-stopped: {self.failure}")
+        end, dirty, dir_dirty = self.take_dirty()
+        self.last_flush_ms = self.hooks.clock.now_ms()
+        if not dirty and not dir_dirty:
+            self.recovery_point = max(self.recovery_point, end)
+            return
+        try:
+            await self.hooks.run_blocking(lambda: self.sync_claimed(dirty, dir_dirty))
+        except OSError as exc:
+            self.fail(exc)
+            raise LogFailedError(f"fsync of log {self.name} failed: {exc}") from exc
+        self.recovery_point = max(self.recovery_point, end)
+
+    # -- read ---------------------------------------------------------------------------------
+
+    def _check_readable(self, offset: int) -> None:
+        if offset < self.log_start_offset or offset > self.committed_offset:
+            raise OffsetOutOfRangeError(
+                f"offset {offset} outside [{self.log_start_offset}, {self.committed_offset}] of log {self.name}"
+            )
+
+    def _segment_index(self, offset: int) -> int:
+        return max(0, bisect.bisect_right(self._bases, offset) - 1)
+
+    def _limit(self, seg: Segment) -> int:
+        vbase, vpos = self._visible
+        if seg.base_offset < vbase:
+            return seg.size
+        return vpos if seg.base_offset == vbase else 0
+
+    def read(self, offset: int, max_bytes: int = 1024 * 1024) -> ReadResult:
+        """Whole batches from the one holding ``offset``: about ``max_bytes`` (at least one
+        batch), from a single segment. Empty at the committed end."""
+        self._check_readable(offset)
+        i = self._segment_index(offset)
+        while i < len(self.segments) and offset < self.committed_offset:
+            seg = self.segments[i]
+            limit = self._limit(seg)
+            found = seg.locate(offset, limit)
+            if found is not None:
+                start, h = found
+                end, next_offset = seg.region_end(start, max(1, max_bytes), limit)
+                return ReadResult((Region(seg.file, start, end - start),), h.base_offset, next_offset, self.committed_offset)
+            i += 1
+        return ReadResult((), offset, offset, self.committed_offset)
+
+    def read_records(self, offset: int, max_bytes: int = 1024 * 1024) -> list[Record]:
+        """Decoded records from ``offset`` (records of the first batch below it are skipped)."""
+        result = self.read(offset, max_bytes)
+        data = result.data()
+        out: list[Record] = []
+        pos = 0
+        while pos < len(data):
+            h = rb.validate(data, pos)  # check after read: never hand out a corrupt record
+            out.extend(r for r in rb.iter_records(data, pos) if r.offset >= offset)
+            pos += h.total_bytes
+        return out
+
+    def iter_batches(self, offset: int, max_bytes: int = 1024 * 1024) -> Iterator[tuple[BatchHeader, bytes]]:
+        data = self.read(offset, max_bytes).data()
+        pos = 0
+        while pos < len(data):
+            h = rb.validate(data, pos)
+            yield h, data[pos : pos + h.total_bytes]
+            pos += h.total_bytes
+
+    def offset_for_timestamp(self, timestamp_ms: int) -> int | None:
+        """The first offset whose record timestamp is >= ``timestamp_ms`` (None if none)."""
+        for seg in self.segments:
+            if seg.max_timestamp_ms < timestamp_ms:
+                continue
+            rel = seg.index.time_floor(timestamp_ms)
+            start = max(seg.base_offset + rel, self.log_start_offset)
+            limit = self._limit(seg)
+            found = seg.locate(start, limit)
+            if found is None:
+                continue
+            for pos, h in seg.walk(found[0], limit):
+                if h.max_timestamp_ms >= timestamp_ms:
+                    raw = seg.read_bytes(pos, pos + h.total_bytes)
+                    for rec in rb.iter_records(raw):
+                        if rec.timestamp_ms >= timestamp_ms and rec.offset >= self.log_start_offset:
+                            return rec.offset
+        return None
+
+    async def wait_for(self, offset: int, timeout_s: float) -> bool:
+        """Wait until ``committed_offset > offset`` (data at ``offset`` is readable) or the
+        timeout passes. Returns whether data arrived. For long-polling readers."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while self.committed_offset <= offset:
+            if self.failure is not None:
+                raise LogFailedError(f"log {self.name} is fail-stopped: {self.failure}")
+            remaining = deadline - loop.time()
+            if remaining <= 0 or self.closed:
+                return False
+            fut: asyncio.Future[None] = loop.create_future()
+            self._waiters.append(fut)
+            try:
+                await asyncio.wait_for(fut, remaining)
+            except TimeoutError:
+                return self.committed_offset > offset
+        return True
+
+    # -- truncate, retention --------------------------------------------------------------------
+
+    async def truncate_to(self, offset: int) -> int:
+        """Remove every batch at or after ``offset`` (a batch holding ``offset`` goes whole).
+        Returns the new end offset. Durable when it returns."""
+        self._check_writable()
+        if offset > self.assigned_offset or offset < self.log_start_offset:
+            raise OffsetOutOfRangeError(
+                f"truncate to {offset} outside [{self.log_start_offset}, {self.assigned_offset}] of log {self.name}"
+            )
+        await self.hooks.checkpoint()  # queued sync appends land; the journal no longer holds them
+        if offset >= self.end_offset:
+            return self.end_offset
+        i = self._segment_index(offset)
+        seg = self.segments[i]
+        found = seg.locate(offset, seg.size)
+        cut_pos, new_end = (found[0], found[1].base_offset) if found is not None else (seg.size, seg.next_offset)
+        self.recovery_point = min(self.recovery_point, new_end)
+        await self.hooks.write_checkpoint()  # rp first: a crash now never resurrects the tail
+        for later in self.segments[i + 1 :]:
+            later.remove_files()
+        del self.segments[i + 1 :], self._bases[i + 1 :]
+        seg.truncate(cut_pos)
+        seg.next_offset = new_end
+        try:
+            await self.hooks.run_blocking(lambda: self.sync_claimed([seg], True))
+        except OSError as exc:
+            self.fail(exc)
+            raise LogFailedError(f"fsync during truncate of {self.name} failed: {exc}") from exc
+        self.end_offset = self.assigned_offset = new_end
+        self.commit()
+        return new_end
+
+    async def delete_records_before(self, offset: int) -> int:
+        """Make ``offset`` the log start; delete segments wholly below it. Returns the start."""
+        self._check_writable()
+        if offset > self.committed_offset:
+            raise OffsetOutOfRangeError(f"cannot delete before {offset}: log {self.name} ends at {self.committed_offset}")
+        if offset <= self.log_start_offset:
+            return self.log_start_offset
+        self.log_start_offset = offset
+        await self._drop_segments_below(offset)
+        return offset
+
+    async def apply_retention(self) -> int:
+        """Delete whole non-active segments too old or beyond the size budget. Returns how many."""
+        now = self.hooks.clock.now_ms()
+        total = sum(s.size for s in self.segments)
+        drop = 0
+        for seg in self.segments[:-1]:
+            too_old = self.config.retention_ms >= 0 and 0 <= seg.max_timestamp_ms < now - self.config.retention_ms
+            too_big = self.config.retention_bytes >= 0 and total > self.config.retention_bytes
+            if not (too_old or too_big):
+                break
+            total -= seg.size
+            drop += 1
+        if drop:
+            self.log_start_offset = max(self.log_start_offset, self.segments[drop].base_offset)
+            await self._drop_segments_below(self.log_start_offset)
+        return drop
+
+    async def _drop_segments_below(self, offset: int) -> None:
+        await self.hooks.write_checkpoint()  # the new start is durable before any file goes
+        drop = [s for s in self.segments[:-1] if s.next_offset <= offset]
+        for seg in drop:
+            seg.remove_files()
+        del self.segments[: len(drop)], self._bases[: len(drop)]
+        if drop:
+            await self.hooks.run_blocking(lambda: self.io.fsync_dir(self.directory))
+
+    def size_bytes(self) -> int:
+        return sum(s.size for s in self.segments)
+
+    def close_files(self) -> None:
+        self.closed = True
+        for seg in self.segments:
+            seg.close()
+        for w in self._waiters:
+            if not w.done():
+                w.set_result(None)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "log_start_offset": self.log_start_offset,
+            "end_offset": self.end_offset, "committed_offset": self.committed_offset,
+            "recovery_point": self.recovery_point, "segments": len(self.segments),
+            "bytes": self.size_bytes(), "flush": self.config.flush,
+            "failed": None if self.failure is None else str(self.failure),
+        }
+
+
+def log_directory(root: str, name: str) -> str:
+    return posixpath.join(root, "logs", name)

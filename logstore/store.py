@@ -1,0 +1,468 @@
+"""A store: a directory of named logs, their configs, the shared journal, checkpoints, a lock.
+
+Layout::
+
+    <root>/.lock                  flock'ed while a process has the store open
+    <root>/.clean_shutdown        present only between a clean close and the next open
+    <root>/checkpoint             recovery points, log starts, journal start (checkpoint.py)
+    <root>/journal/<seq>.wal      group-commit journal of sync logs (journal.py)
+    <root>/logs/<name>/config.json
+    <root>/logs/<name>/<base>.log / .index / .timeindex   (segment.py, index.py)
+
+Group commit (sync logs): appends queue; one flusher task takes everything queued, writes it to
+the journal and to the segments, runs one fdatasync of the journal in a worker thread, then
+acknowledges the whole round. Appends that arrive while that fsync runs form the next round,
+so throughput grows with concurrency and there is no timed sleep. Async logs are fsynced by
+a background task every ``flush_interval_ms`` (or sooner past ``flush_interval_bytes``); the
+same task writes a checkpoint every ``checkpoint_interval_ms``, after which old journal files
+are deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import posixpath
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from logstore import checkpoint as ckpt
+from logstore import journal as jn
+from logstore import recovery
+from logstore.batch import BatchHeader
+from logstore.config import LogConfig
+from logstore.errors import (
+    ClosedError,
+    CorruptLogError,
+    InvalidNameError,
+    LogExistsError,
+    LogFailedError,
+    LogNotFoundError,
+    StoreLockedError,
+)
+from logstore.io import IO, Buffer, Clock, Lock, RealIO, SystemClock
+from logstore.log import Log, log_directory
+
+T = TypeVar("T")
+LOCK_NAME = ".lock"
+CLEAN_MARKER = ".clean_shutdown"
+CONFIG_NAME = "config.json"
+NAME_RE = re.compile(r"^[A-Za-z0-9%|_.-]{1,200}$")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    checkpoint_interval_ms: int = 1000
+    retention_check_interval_ms: int = 10_000
+    round_bytes_max: int = 16 * 1024 * 1024  # one group-commit round writes at most this much
+    default_log_config: LogConfig = field(default_factory=LogConfig)
+
+
+@dataclass
+class RecoveryReport:
+    clean: bool
+    logs: dict[str, recovery.LogRecovery] = field(default_factory=dict)
+    journal_cut_bytes: int = 0
+    journal_stop: str | None = None
+
+    @property
+    def bytes_cut(self) -> int:
+        return self.journal_cut_bytes + sum(r.bytes_cut for r in self.logs.values())
+
+
+def check_name(name: str) -> None:
+    if not NAME_RE.match(name) or name in (".", ".."):
+        raise InvalidNameError(f"log name {name!r} must be 1-200 of A-Z a-z 0-9 % | _ . -")
+
+
+@dataclass
+class _Pending:
+    log: Log
+    parts: list[Buffer]
+    header: BatchHeader
+    future: asyncio.Future[None]
+
+
+class Store:
+    """Open with ``await Store.open(path)``; close with ``await store.close()``."""
+
+    def __init__(self, root: str, io: IO, clock: Clock, config: StoreConfig, lock: Lock) -> None:
+        self.root = root
+        self.io = io
+        self.clock = clock
+        self.config = config
+        self._lock = lock
+        self.logs: dict[str, Log] = {}
+        self.journal_start = 0
+        self.journal: jn.JournalWriter | None = None
+        self.report = RecoveryReport(clean=False)
+        self.failure: BaseException | None = None
+        self.closed = False
+        self._queue: list[_Pending] = []
+        self._wake = asyncio.Event()
+        self._round_lock = asyncio.Lock()
+        self._checkpoint_lock = asyncio.Lock()
+        self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logstore-fsync")
+        self._tasks: list[asyncio.Task[None]] = []
+        self.rounds = 0
+
+    # -- open / close ---------------------------------------------------------------------------
+
+    @classmethod
+    async def open(
+        cls, root: str, *, io: IO | None = None, clock: Clock | None = None,
+        config: StoreConfig | None = None,
+    ) -> Store:
+        io = io or RealIO()
+        io.makedirs(posixpath.join(root, "logs"))
+        io.makedirs(posixpath.join(root, jn.DIRNAME))
+        try:
+            lock = io.lock(posixpath.join(root, LOCK_NAME))
+        except BlockingIOError as exc:
+            raise StoreLockedError(f"store {root} is open in another process") from exc
+        store = cls(root, io, clock or SystemClock(), config or StoreConfig(), lock)
+        try:
+            store._recover()
+        except BaseException:
+            store._release()
+            raise
+        store._start()
+        return store
+
+    def _recover(self) -> None:
+        cp = ckpt.read(self.io, self.root) or ckpt.Checkpoint()
+        marker = posixpath.join(self.root, CLEAN_MARKER)
+        clean = self.io.exists(marker)
+        self.report = RecoveryReport(clean=clean)
+        self.journal_start = cp.journal_start
+        logs_dir = posixpath.join(self.root, "logs")
+        for name in self.io.listdir(logs_dir):
+            directory = log_directory(self.root, name)
+            config_path = posixpath.join(directory, CONFIG_NAME)
+            if not self.io.exists(config_path):
+                continue  # a log whose creation never completed
+            config = LogConfig.from_json(self.io.read_all(config_path))
+            rec = recovery.recover_log(
+                self.io, name, directory, cp.logs.get(name), clean, self.clock.now_ms(), config.index_interval_bytes
+            )
+            self.logs[name] = Log(self, name, directory, config, rec.segments, rec.log_start_offset, rec.recovery_point)
+            rec.report.end_offset = self.logs[name].end_offset
+            self.report.logs[name] = rec.report
+        replayed = self._replay_journal(clean)
+        if clean:
+            self.io.unlink(marker)
+        seqs = jn.list_files(self.io, self.root)
+        self.journal = jn.JournalWriter(self.io, self.root, max([self.journal_start, *seqs]) + 1)
+        if replayed or not clean or self.report.bytes_cut:
+            for log in self.logs.values():
+                end, dirty, dir_dirty = log.take_dirty()
+                log.sync_claimed(dirty, dir_dirty)
+                log.recovery_point = end
+        self.journal_start = self.journal.seq
+        self._write_checkpoint_now()
+        self._delete_old_journals()
+        self.io.fsync_dir(self.root)
+
+    def _replay_journal(self, clean: bool) -> int:
+        paths = list(jn.iter_paths(self.io, self.root, self.journal_start))
+        replayed = 0
+        for i, (_seq, path) in enumerate(paths):
+            f = self.io.open(path)
+            try:
+                entries, stop = jn.scan(f)
+                if stop is not None:
+                    if i != len(paths) - 1:
+                        raise CorruptLogError(f"journal entry bad ({stop.reason}) before the last journal file", path, stop.position)
+                    self.report.journal_cut_bytes = f.size() - stop.position
+                    self.report.journal_stop = f"{stop.reason} at byte {stop.position} of {path}"
+            finally:
+                f.close()
+            for entry in entries:
+                replayed += self._replay_entry(entry, path)
+        return replayed
+
+    def _replay_entry(self, entry: jn.JournalEntry, path: str) -> int:
+        log = self.logs.get(entry.name)
+        if log is None:
+            return 0  # the log was deleted after this entry was written
+        from logstore import batch as rb  # local: only recovery needs it here
+
+        h = rb.validate(entry.batch)
+        if h.next_offset <= log.end_offset:
+            return 0
+        if h.base_offset != log.end_offset:
+            raise CorruptLogError(
+                f"journal batch at offset {h.base_offset} but log {log.name} ends at {log.end_offset}", path, entry.position
+            )
+        log.write([entry.batch], h)
+        log.assigned_offset = log.end_offset
+        log.commit()
+        self.report.logs[log.name].replayed_batches += 1
+        self.report.logs[log.name].end_offset = log.end_offset
+        return 1
+
+    def _start(self) -> None:
+        self._tasks.append(asyncio.create_task(self._flusher(), name="logstore-flusher"))
+        self._tasks.append(asyncio.create_task(self._background(), name="logstore-background"))
+
+    async def close(self) -> None:
+        """Flush everything, write the checkpoint and the clean-shutdown marker, unlock."""
+        if self.closed:
+            return
+        await self._drain()
+        self.closed = True
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        clean = self.failure is None and all(log.failure is None for log in self.logs.values())
+        try:
+            if clean:
+                for log in self.logs.values():
+                    end, dirty, dir_dirty = log.take_dirty()
+                    log.sync_claimed(dirty, dir_dirty)
+                    for seg in log.segments:
+                        seg.index.sync()
+                    log.recovery_point = end
+                assert self.journal is not None
+                self.journal_start = self.journal.rotate()
+                self._write_checkpoint_now()
+                self._delete_old_journals()
+                ckpt.write_atomic(self.io, posixpath.join(self.root, CLEAN_MARKER), b"clean\n")
+        finally:
+            for log in self.logs.values():
+                log.close_files()
+            if self.journal is not None:
+                self.journal.close()
+            self._release()
+
+    def _release(self) -> None:
+        self._executor.shutdown(wait=False)
+        self._lock.release()
+
+    async def _drain(self) -> None:
+        while self._queue or self._round_lock.locked():
+            self._wake.set()
+            await asyncio.sleep(0.001)
+
+    async def __aenter__(self) -> Store:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- logs -------------------------------------------------------------------------------------
+
+    def log(self, name: str) -> Log:
+        try:
+            return self.logs[name]
+        except KeyError:
+            raise LogNotFoundError(f"no log named {name!r}") from None
+
+    async def create_log(self, name: str, config: LogConfig | None = None) -> Log:
+        """Create a log (durably: its directory and config survive a crash once this returns)."""
+        self._check_open()
+        check_name(name)
+        if name in self.logs:
+            raise LogExistsError(f"log {name!r} exists")
+        config = config or self.config.default_log_config
+        directory = log_directory(self.root, name)
+        if not self.io.exists(directory):
+            self.io.mkdir(directory)
+        ckpt.write_atomic(self.io, posixpath.join(directory, CONFIG_NAME), config.to_json())
+        log = Log(self, name, directory, config, [], 0, 0)
+        log.take_dirty()
+        await self.run_blocking(lambda: self._sync_new_log(log))
+        self.logs[name] = log
+        return log
+
+    def _sync_new_log(self, log: Log) -> None:
+        log.active.sync()
+        self.io.fsync_dir(log.directory)
+        self.io.fsync_dir(posixpath.join(self.root, "logs"))
+
+    async def get_or_create_log(self, name: str, config: LogConfig | None = None) -> Log:
+        return self.logs[name] if name in self.logs else await self.create_log(name, config)
+
+    async def delete_log(self, name: str) -> None:
+        log = self.log(name)
+        await self._drain()
+        del self.logs[name]
+        log.close_files()
+        for entry in self.io.listdir(log.directory):
+            self.io.unlink(posixpath.join(log.directory, entry))
+        self.io.rmdir(log.directory)
+        await self.run_blocking(lambda: self.io.fsync_dir(posixpath.join(self.root, "logs")))
+        await self.write_checkpoint()
+
+    def _check_open(self) -> None:
+        if self.closed:
+            raise ClosedError("store is closed")
+
+    # -- hooks used by logs --------------------------------------------------------------------------
+
+    def run_blocking(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        if not self.io.fsync_blocks:
+            fut: asyncio.Future[T] = loop.create_future()
+            try:
+                fut.set_result(fn())
+            except Exception as exc:  # delivered to the awaiting caller
+                fut.set_exception(exc)
+            return fut
+        return loop.run_in_executor(self._executor, fn)
+
+    def enqueue_sync(self, log: Log, parts: list[Buffer], h: BatchHeader) -> asyncio.Future[None]:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self.failure is not None:
+            fut.set_exception(LogFailedError(f"store journal is fail-stopped: {self.failure}"))
+            return fut
+        self._queue.append(_Pending(log, parts, h, fut))
+        self._wake.set()
+        return fut
+
+    def note_async_write(self, log: Log) -> None:
+        if log.unflushed_bytes >= log.config.flush_interval_bytes:
+            self._wake.set()
+
+    async def write_checkpoint(self) -> None:
+        """Persist the current recovery points and log starts (not a flush)."""
+        async with self._checkpoint_lock:
+            await self.run_blocking(self._write_checkpoint_now)
+
+    def _write_checkpoint_now(self) -> None:
+        cp = ckpt.Checkpoint(
+            journal_start=self.journal_start,
+            logs={n: ckpt.LogCheckpoint(lg.recovery_point, lg.log_start_offset) for n, lg in self.logs.items()},
+        )
+        ckpt.write(self.io, self.root, cp)
+
+    async def checkpoint(self) -> None:
+        """fsync every log, persist recovery points, and retire journal files they cover."""
+        if self.journal is None:
+            return
+        await self._drain()
+        async with self._round_lock:  # between rounds: every journaled batch is in a segment
+            new_seq = self.journal.rotate() if self.journal.size else self.journal.seq
+            claims = [(log, *log.take_dirty()) for log in self.logs.values() if log.failure is None]
+        for log, end, dirty, dir_dirty in claims:
+            if dirty or dir_dirty:
+                try:
+                    await self.run_blocking(lambda lg=log, d=dirty, dd=dir_dirty: lg.sync_claimed(d, dd))  # type: ignore[misc]
+                except OSError as exc:
+                    log.fail(exc)
+                    continue
+            log.recovery_point = max(log.recovery_point, end)
+            log.last_flush_ms = self.clock.now_ms()
+        self.journal_start = new_seq if all(lg.failure is None for lg, *_ in claims) else self.journal_start
+        await self.write_checkpoint()
+        await self.run_blocking(self._delete_old_journals)
+
+    def _delete_old_journals(self) -> None:
+        removed = False
+        for seq in jn.list_files(self.io, self.root):
+            if seq < self.journal_start:
+                self.io.unlink(posixpath.join(self.root, jn.DIRNAME, jn.file_name(seq)))
+                removed = True
+        if removed:
+            self.io.fsync_dir(posixpath.join(self.root, jn.DIRNAME))
+
+    # -- group commit ------------------------------------------------------------------------------
+
+    async def _flusher(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            while self._queue:
+                await self._round()
+            for log in list(self.logs.values()):
+                if not log.is_sync and log.unflushed_bytes >= log.config.flush_interval_bytes and log.failure is None:
+                    await self._flush_quietly(log)
+
+    async def _round(self) -> None:
+        async with self._round_lock:
+            queue, nbytes = self._take_round()
+            journal = self.journal
+            assert journal is not None
+            parts: list[Buffer] = []
+            for p in queue:
+                head = jn.encode_entry_head(p.log.name_bytes, p.parts)
+                parts.append(head)
+                parts.extend(p.parts)
+            try:
+                journal.write_round(parts, sum(len(b) for b in parts))
+            except OSError as exc:
+                self._fail_store(exc, queue)
+                return
+            touched: dict[str, Log] = {}
+            for p in queue:
+                if p.log.failure is not None:
+                    continue
+                try:
+                    p.log.write(p.parts, p.header)
+                    touched[p.log.name] = p.log
+                except OSError as exc:
+                    p.log.fail(exc)
+            try:
+                await self.run_blocking(journal.file.fdatasync)
+            except OSError as exc:
+                self._fail_store(exc, queue)
+                return
+            self.rounds += 1
+            for log in touched.values():
+                log.commit()
+            for p in queue:
+                if p.future.done():
+                    continue
+                if p.log.failure is not None:
+                    p.future.set_exception(LogFailedError(f"log {p.log.name} is fail-stopped: {p.log.failure}"))
+                else:
+                    p.future.set_result(None)
+            del nbytes
+
+    def _take_round(self) -> tuple[list[_Pending], int]:
+        take, nbytes = 0, 0
+        for p in self._queue:
+            if take and nbytes + p.header.total_bytes > self.config.round_bytes_max:
+                break
+            nbytes += p.header.total_bytes
+            take += 1
+        queue, self._queue = self._queue[:take], self._queue[take:]
+        return queue, nbytes
+
+    def _fail_store(self, exc: BaseException, queue: list[_Pending]) -> None:
+        """The journal cannot be trusted: fail-stop every sync log and every queued append."""
+        self.failure = exc
+        err = LogFailedError(f"store journal failed, sync logs fail-stopped: {exc}")
+        for log in self.logs.values():
+            if log.is_sync:
+                log.fail(exc)
+        for p in queue + self._queue:
+            if not p.future.done():
+                p.future.set_exception(err)
+        self._queue.clear()
+
+    async def _flush_quietly(self, log: Log) -> None:
+        with contextlib.suppress(LogFailedError):  # fail-stopped: its callers see the error
+            await log.flush()
+
+    async def _background(self) -> None:
+        last_checkpoint = last_retention = self.clock.now_ms()
+        while True:
+            await asyncio.sleep(0.02)
+            now = self.clock.now_ms()
+            for log in list(self.logs.values()):
+                due = now - log.last_flush_ms >= log.config.flush_interval_ms
+                if not log.is_sync and log.failure is None and due and (log.unflushed_bytes or log.dir_dirty):
+                    await self._flush_quietly(log)
+            if now - last_checkpoint >= self.config.checkpoint_interval_ms:
+                last_checkpoint = now
+                await self.checkpoint()
+            if now - last_retention >= self.config.retention_check_interval_ms:
+                last_retention = now
+                for log in list(self.logs.values()):
+                    if log.failure is None:
+                        await log.apply_retention()
+
