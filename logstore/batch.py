@@ -251,10 +251,7 @@ def iter_records(buf: bytes | bytearray | memoryview, pos: int = 0) -> Iterator[
     h = parse_header(buf, pos)
     payload: bytes | memoryview = memoryview(buf)[pos + HEADER_BYTES : pos + h.total_bytes]
     if h.codec == CODEC_ZSTD:
-        try:
-            payload = _zstd_d.decompress(bytes(payload), max_output_size=RECORDS_BYTES_LIMIT)
-        except zstandard.ZstdError as exc:
-            raise InvalidBatchError(f"zstd payload does not decompress: {exc}") from exc
+        payload = _decompress(payload)
     elif h.codec != CODEC_NONE:
         raise InvalidBatchError(f"unsupported codec {h.codec}")
     p = 0
@@ -277,6 +274,25 @@ def iter_records(buf: bytes | bytearray | memoryview, pos: int = 0) -> Iterator[
         if p != end:
             raise InvalidBatchError("record length disagrees with its fields")
         yield Record(value, key, tuple(headers), h.first_timestamp_ms + ts_delta, h.base_offset + off_delta)
+
+
+def _decompress(payload: bytes | memoryview) -> bytes:
+    """zstd-decompress at most RECORDS_BYTES_LIMIT bytes, whatever the frame header claims."""
+    try:
+        if zstandard.frame_content_size(payload) > RECORDS_BYTES_LIMIT:
+            raise InvalidBatchError("zstd payload would decompress past the records limit")
+        out = bytearray()
+        with _zstd_d.stream_reader(bytes(payload)) as reader:
+            while len(out) <= RECORDS_BYTES_LIMIT:
+                chunk = reader.read(1024 * 1024)
+                if not chunk:
+                    break
+                out += chunk
+    except zstandard.ZstdError as exc:
+        raise InvalidBatchError(f"zstd payload does not decompress: {exc}") from exc
+    if len(out) > RECORDS_BYTES_LIMIT:
+        raise InvalidBatchError("zstd payload would decompress past the records limit")
+    return bytes(out)
 
 
 def _get_bytes(buf: bytes | memoryview, pos: int, end: int) -> tuple[bytes | None, int]:

@@ -1,0 +1,247 @@
+"""One remoting connection, the same on the server and the client side.
+
+Either peer may send requests over a connection, so both sides need the same machinery: a read
+loop that tells responses (flag bit 0) from requests, a table of futures waiting for responses
+keyed by opaque, and concurrent request handling whose responses may go out in any order.
+
+Limits: a frame is at most ``frame_bytes_max`` bytes (the read buffer never holds more than one
+frame), at most ``pending_requests_max`` incoming requests are handled at once (more are
+answered SYSTEM_BUSY, so responses to our own requests are always still read), and at most
+``pending_requests_max`` of our requests wait for responses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections.abc import Awaitable, Callable
+
+from .codes import FLAG_ONEWAY, FLAG_RESPONSE, ResponseCode, SerializeType
+from .command import (
+    FRAME_BYTES_MAX,
+    INT32_MAX,
+    LENGTH,
+    RemotingCommand,
+    check_frame_length,
+    decode_payload,
+    encode_frame,
+)
+from .errors import (
+    FrameError,
+    HeaderError,
+    RemotingClosedError,
+    RemotingTimeoutError,
+    RemotingTooManyRequestsError,
+)
+
+log = logging.getLogger(__name__)
+
+PENDING_REQUESTS_MAX = 1024
+
+Handler = Callable[["Connection", RemotingCommand], Awaitable[RemotingCommand | None]]
+
+
+class OpaqueCounter:
+    """Request ids: 1, 2, ... wrapping before int32 overflow (the field is a Java int)."""
+
+    def __init__(self) -> None:
+        self._counter = itertools.count(1)
+
+    def __call__(self) -> int:
+        return (next(self._counter) - 1) % INT32_MAX + 1
+
+
+class Connection:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        dispatch: Handler,
+        *,
+        next_opaque: Callable[[], int],
+        frame_bytes_max: int = FRAME_BYTES_MAX,
+        pending_requests_max: int = PENDING_REQUESTS_MAX,
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._dispatch = dispatch
+        self._next_opaque = next_opaque
+        self.frame_bytes_max = frame_bytes_max
+        self.pending_requests_max = pending_requests_max
+        self._waiting: dict[int, asyncio.Future[RemotingCommand]] = {}
+        self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._closed = False
+        self.close_reason: str | None = None
+        self._on_close: list[Callable[[Connection], None]] = []
+        peer = writer.get_extra_info("peername")
+        self.remote_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+
+    def __repr__(self) -> str:
+        return f"<Connection {self.remote_addr}{' closed' if self._closed else ''}>"
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def add_close_listener(self, callback: Callable[[Connection], None]) -> None:
+        self._on_close.append(callback)
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Read and dispatch frames until the peer goes away or the stream is unusable."""
+        reason = "closed by peer"
+        try:
+            while not self._closed:
+                try:
+                    prefix = await self._reader.readexactly(LENGTH.size)
+                except asyncio.IncompleteReadError:
+                    break
+                (length,) = LENGTH.unpack(prefix)
+                check_frame_length(length, self.frame_bytes_max)
+                payload = await self._reader.readexactly(length)
+                await self._on_frame(payload)
+        except FrameError as exc:
+            reason = f"bad frame: {exc}"
+            log.warning("closing %s: %s", self.remote_addr, reason)
+        except HeaderError as exc:
+            reason = f"unparseable header and no recoverable opaque: {exc}"
+            log.warning("closing %s: %s", self.remote_addr, reason)
+        except asyncio.IncompleteReadError:
+            reason = "closed by peer in the middle of a frame"
+        except OSError as exc:
+            reason = f"connection error: {exc}"
+        finally:
+            self.close(reason)
+
+    async def _on_frame(self, payload: bytes) -> None:
+        try:
+            cmd = decode_payload(payload)
+        except HeaderError as exc:
+            if exc.opaque is None:
+                raise
+            log.warning("malformed header from %s: %s", self.remote_addr, exc)
+            reply = RemotingCommand(
+                code=ResponseCode.SYSTEM_ERROR,
+                opaque=exc.opaque,
+                flag=FLAG_RESPONSE,
+                remark=f"malformed request header: {exc}",
+                serialize_type=SerializeType(exc.serialize_type),
+            )
+            await self._send_quietly(reply)
+            return
+        if cmd.is_response:
+            future = self._waiting.pop(cmd.opaque, None)
+            if future is None or future.done():
+                log.info("dropping late or unmatched response opaque=%d from %s",
+                         cmd.opaque, self.remote_addr)
+            else:
+                future.set_result(cmd)
+            return
+        if len(self._handler_tasks) >= self.pending_requests_max:
+            if not cmd.is_oneway:
+                remark = (f"[OVERLOAD] {self.pending_requests_max} requests already pending "
+                          "on this connection")
+                await self._send_quietly(cmd.make_response(ResponseCode.SYSTEM_BUSY, remark))
+            return
+        task = asyncio.create_task(self._handle(cmd))
+        self._handler_tasks.add(task)
+        task.add_done_callback(self._handler_tasks.discard)
+
+    async def _handle(self, cmd: RemotingCommand) -> None:
+        try:
+            response = await self._dispatch(self, cmd)
+        except Exception as exc:
+            log.exception("handler for code %d failed on %s", cmd.code, self.remote_addr)
+            response = cmd.make_response(
+                ResponseCode.SYSTEM_ERROR, f"handler failed: {type(exc).__name__}: {exc}"
+            )
+        if cmd.is_oneway or response is None:
+            return
+        response.opaque = cmd.opaque
+        response.flag |= FLAG_RESPONSE
+        try:
+            await self.send(response)
+        except FrameError as exc:
+            await self._send_quietly(cmd.make_response(ResponseCode.SYSTEM_ERROR, str(exc)))
+        except RemotingClosedError:
+            pass
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def send(self, cmd: RemotingCommand) -> None:
+        """Write one command and wait until the transport buffer has room again."""
+        frame = encode_frame(cmd)
+        if len(frame) > self.frame_bytes_max:
+            raise FrameError(
+                f"frame of {len(frame)} bytes exceeds the limit of {self.frame_bytes_max} bytes"
+            )
+        if self._closed:
+            raise RemotingClosedError(f"connection to {self.remote_addr} is closed")
+        try:
+            self._writer.write(frame)
+            await self._writer.drain()
+        except OSError as exc:
+            self.close(f"write failed: {exc}")
+            raise RemotingClosedError(f"connection to {self.remote_addr} failed: {exc}") from exc
+
+    async def _send_quietly(self, cmd: RemotingCommand) -> None:
+        try:
+            await self.send(cmd)
+        except (RemotingClosedError, FrameError) as exc:
+            log.info("could not answer %s: %s", self.remote_addr, exc)
+
+    async def invoke(self, cmd: RemotingCommand, timeout_s: float) -> RemotingCommand:
+        """Send a request (assigning its opaque) and wait for the matching response."""
+        if self._closed:
+            raise RemotingClosedError(f"connection to {self.remote_addr} is closed")
+        if len(self._waiting) >= self.pending_requests_max:
+            raise RemotingTooManyRequestsError(
+                f"{len(self._waiting)} requests already wait for {self.remote_addr}"
+            )
+        cmd.opaque = self._next_opaque()
+        cmd.flag &= ~FLAG_RESPONSE
+        future: asyncio.Future[RemotingCommand] = asyncio.get_running_loop().create_future()
+        self._waiting[cmd.opaque] = future
+        try:
+            await self.send(cmd)
+            return await asyncio.wait_for(future, timeout_s)
+        except TimeoutError:
+            raise RemotingTimeoutError(
+                f"no response to code {cmd.code} (opaque {cmd.opaque}) from {self.remote_addr} "
+                f"within {timeout_s} s"
+            ) from None
+        finally:
+            self._waiting.pop(cmd.opaque, None)
+
+    async def invoke_oneway(self, cmd: RemotingCommand) -> None:
+        cmd.opaque = self._next_opaque()
+        cmd.flag = (cmd.flag | FLAG_ONEWAY) & ~FLAG_RESPONSE
+        await self.send(cmd)
+
+    # -- closing -----------------------------------------------------------------------------
+
+    def close(self, reason: str = "closed locally") -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.close_reason = reason
+        self._writer.close()
+        error = RemotingClosedError(f"connection to {self.remote_addr} closed: {reason}")
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(error)
+        self._waiting.clear()
+        for callback in self._on_close:
+            try:
+                callback(self)
+            except Exception:
+                log.exception("close listener failed for %s", self.remote_addr)
+
+    async def cancel_handlers(self) -> None:
+        """Stop requests still being handled (used when the whole server shuts down)."""
+        tasks = list(self._handler_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -1,0 +1,154 @@
+"""RemotingServer: an asyncio TCP server that dispatches RocketMQ commands by request code.
+
+Handlers are ``async (conn, cmd) -> RemotingCommand | None``; ``None`` means "no response"
+(the command's opaque and response flag are filled in by the connection). Unknown codes get
+REQUEST_CODE_NOT_SUPPORTED, handler exceptions SYSTEM_ERROR. A connection whose byte stream is
+unusable is closed; every other connection keeps being served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from .codes import ResponseCode
+from .command import FRAME_BYTES_MAX, RemotingCommand
+from .connection import PENDING_REQUESTS_MAX, Connection, Handler, OpaqueCounter
+
+log = logging.getLogger(__name__)
+
+CONNECTIONS_MAX = 1024
+
+
+class RemotingServer:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        frame_bytes_max: int = FRAME_BYTES_MAX,
+        pending_requests_max: int = PENDING_REQUESTS_MAX,
+        connections_max: int = CONNECTIONS_MAX,
+        name: str = "remoting",
+    ) -> None:
+        self.host = host
+        self._requested_port = port
+        self.frame_bytes_max = frame_bytes_max
+        self.pending_requests_max = pending_requests_max
+        self.connections_max = connections_max
+        self.name = name
+        self._handlers: dict[int, Handler] = {}
+        self._default_handler: Handler | None = None
+        self._disconnect_listeners: list[Callable[[Connection], None]] = []
+        self._connections: set[Connection] = set()
+        self._reader_tasks: set[asyncio.Task[None]] = set()
+        self._server: asyncio.Server | None = None
+        self._next_opaque = OpaqueCounter()
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def register(self, code: int, handler: Handler) -> None:
+        self._handlers[int(code)] = handler
+
+    def set_default_handler(self, handler: Handler | None) -> None:
+        """Handler for codes nobody registered (instead of REQUEST_CODE_NOT_SUPPORTED)."""
+        self._default_handler = handler
+
+    def add_disconnect_listener(self, callback: Callable[[Connection], None]) -> None:
+        self._disconnect_listeners.append(callback)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful when constructed with port 0)."""
+        if self._server is None or not self._server.sockets:
+            raise RuntimeError(f"{self.name} server is not listening")
+        return int(self._server.sockets[0].getsockname()[1])
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def connections(self) -> list[Connection]:
+        return list(self._connections)
+
+    async def start(self) -> None:
+        self._server = await asyncio.start_server(
+            self._on_connect, self.host, self._requested_port
+        )
+        log.info("%s server listening on %s", self.name, self.address)
+
+    async def serve_forever(self) -> None:
+        if self._server is None:
+            await self.start()
+        assert self._server is not None
+        await self._server.serve_forever()
+
+    async def close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self._connections):
+            conn.close("server shutting down")
+            await conn.cancel_handlers()
+        tasks = list(self._reader_tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+            self._server = None
+
+    async def __aenter__(self) -> RemotingServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.close()
+
+    # -- connections ---------------------------------------------------------------------------
+
+    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.connections_max:
+            log.warning("%s: refusing connection from %s: %d connections open (limit)",
+                        self.name, writer.get_extra_info("peername"), len(self._connections))
+            writer.close()
+            return
+        conn = Connection(
+            reader,
+            writer,
+            self._dispatch,
+            next_opaque=self._next_opaque,
+            frame_bytes_max=self.frame_bytes_max,
+            pending_requests_max=self.pending_requests_max,
+        )
+        self._connections.add(conn)
+        conn.add_close_listener(self._on_close)
+        task = asyncio.current_task()
+        if task is not None:
+            self._reader_tasks.add(task)
+        try:
+            await conn.run()
+        finally:
+            if task is not None:
+                self._reader_tasks.discard(task)
+
+    def _on_close(self, conn: Connection) -> None:
+        self._connections.discard(conn)
+        log.debug("%s: %s closed: %s", self.name, conn.remote_addr, conn.close_reason)
+        for callback in self._disconnect_listeners:
+            try:
+                callback(conn)
+            except Exception:
+                log.exception("disconnect listener failed for %s", conn.remote_addr)
+
+    async def _dispatch(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand | None:
+        handler = self._handlers.get(cmd.code, self._default_handler)
+        if handler is None:
+            return cmd.make_response(
+                ResponseCode.REQUEST_CODE_NOT_SUPPORTED,
+                f"request type {cmd.code} not supported",
+            )
+        return await handler(conn, cmd)

@@ -1,0 +1,1 @@
+"""Tests of the RocketMQ adapter: remoting protocol and name server."""

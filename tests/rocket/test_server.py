@@ -1,0 +1,310 @@
+"""RemotingServer and RemotingClient against each other and against raw sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import orjson
+import pytest
+
+from adapters.rocket.remoting import (
+    Connection,
+    RemotingClient,
+    RemotingClosedError,
+    RemotingCommand,
+    RemotingConnectError,
+    RemotingServer,
+    RemotingTimeoutError,
+    RequestCode,
+    ResponseCode,
+    SerializeType,
+    encode_frame,
+)
+
+from .helpers import RawPeer
+
+pytestmark = pytest.mark.anyio
+
+ECHO = 9001
+SLOW = 9002
+BOOM = 9003
+CALL_BACK = 9004
+
+
+async def echo(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    return cmd.make_response(ResponseCode.SUCCESS, cmd.remark, cmd.ext_fields, cmd.body)
+
+
+async def slow(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    await asyncio.sleep(float(cmd.ext_fields["sleep"]))
+    return cmd.make_response(ResponseCode.SUCCESS, ext_fields=cmd.ext_fields)
+
+
+async def boom(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+    raise RuntimeError("handler exploded")
+
+
+@asynccontextmanager
+async def running_server(**kwargs: Any) -> AsyncIterator[RemotingServer]:
+    server = RemotingServer("127.0.0.1", 0, **kwargs)
+    server.register(ECHO, echo)
+    server.register(SLOW, slow)
+    server.register(BOOM, boom)
+    async with server:
+        yield server
+
+
+async def assert_serves_others(server: RemotingServer) -> None:
+    async with RemotingClient() as client:
+        cmd = RemotingCommand.request(ECHO, {"still": "alive"})
+        response = await client.invoke(server.address, cmd, 5.0)
+    assert response.code == ResponseCode.SUCCESS
+    assert response.ext_fields == {"still": "alive"}
+
+
+# -- normal exchanges ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", list(SerializeType))
+async def test_echo_keeps_the_request_serialize_type(kind: SerializeType) -> None:
+    async with running_server() as server, RemotingClient() as client:
+        cmd = RemotingCommand.request(ECHO, {"queueId": 3, "batch": False}, b"body",
+                                      serialize_type=kind)
+        response = await client.invoke(server.address, cmd, 5.0)
+    assert response.is_response
+    assert response.opaque == cmd.opaque
+    assert response.serialize_type == kind
+    assert response.ext_fields == {"queueId": "3", "batch": "false"}
+    assert response.body == b"body"
+
+
+async def test_unknown_code_is_not_supported() -> None:
+    async with running_server() as server, RemotingClient() as client:
+        response = await client.invoke(server.address, RemotingCommand.request(4242), 5.0)
+        assert response.code == 3  # REQUEST_CODE_NOT_SUPPORTED
+        assert response.remark is not None and "4242" in response.remark
+        await assert_serves_others(server)
+
+
+async def test_handler_exception_becomes_system_error() -> None:
+    async with running_server() as server, RemotingClient() as client:
+        response = await client.invoke(server.address, RemotingCommand.request(BOOM), 5.0)
+        assert response.code == ResponseCode.SYSTEM_ERROR
+        assert response.remark is not None and "handler exploded" in response.remark
+        await assert_serves_others(server)
+
+
+async def test_requests_run_concurrently_and_answer_out_of_order() -> None:
+    async with running_server() as server, RemotingClient() as client:
+        finished: list[str] = []
+
+        async def call(name: str, sleep_s: float) -> None:
+            cmd = RemotingCommand.request(SLOW, {"sleep": sleep_s, "name": name})
+            response = await client.invoke(server.address, cmd, 5.0)
+            assert response.ext_fields["name"] == name
+            finished.append(name)
+
+        await asyncio.gather(call("slow", 0.3), call("fast", 0.01))
+    assert finished == ["fast", "slow"]
+
+
+async def test_oneway_gets_no_response() -> None:
+    seen = asyncio.Event()
+
+    async def record(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        seen.set()
+        return cmd.make_response(ResponseCode.SUCCESS)
+
+    async with running_server() as server:
+        server.register(RequestCode.UPDATE_CONSUMER_OFFSET, record)
+        peer = await RawPeer.open(server.port)
+        oneway = RemotingCommand.request(RequestCode.UPDATE_CONSUMER_OFFSET, oneway=True)
+        oneway.opaque = 1
+        unknown_oneway = RemotingCommand.request(777, oneway=True)
+        unknown_oneway.opaque = 2
+        follow_up = RemotingCommand.request(ECHO)
+        follow_up.opaque = 3
+        await peer.send(encode_frame(oneway) + encode_frame(unknown_oneway))
+        await asyncio.wait_for(seen.wait(), 5.0)
+        await peer.send(encode_frame(follow_up))
+        response = await peer.read_command()
+        assert response.opaque == 3  # nothing came back for opaque 1 or 2
+        await peer.close()
+
+        async with RemotingClient() as client:
+            await client.invoke_oneway(server.address, RemotingCommand.request(ECHO))
+
+
+async def test_server_to_client_request_over_the_same_connection() -> None:
+    async def ask_client(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        check = RemotingCommand.request(RequestCode.CHECK_TRANSACTION_STATE, {"msgId": "m1"})
+        answer = await conn.invoke(check, 5.0)
+        return cmd.make_response(ResponseCode.SUCCESS, remark=answer.remark)
+
+    async def on_check(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        return cmd.make_response(ResponseCode.SUCCESS, remark=f"commit {cmd.ext_fields['msgId']}")
+
+    async with running_server() as server, RemotingClient() as client:
+        server.register(CALL_BACK, ask_client)
+        client.register(RequestCode.CHECK_TRANSACTION_STATE, on_check)
+        response = await client.invoke(server.address, RemotingCommand.request(CALL_BACK), 5.0)
+    assert response.code == ResponseCode.SUCCESS
+    assert response.remark == "commit m1"
+
+
+async def test_server_invoke_times_out_when_client_does_not_answer() -> None:
+    async def ask_client(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        with pytest.raises(RemotingTimeoutError):
+            await conn.invoke(RemotingCommand.request(RequestCode.CHECK_TRANSACTION_STATE), 0.1)
+        return cmd.make_response(ResponseCode.SUCCESS, remark="timed out as expected")
+
+    async def never(conn: Connection, cmd: RemotingCommand) -> None:
+        await asyncio.sleep(10)
+
+    async with running_server() as server, RemotingClient() as client:
+        server.register(CALL_BACK, ask_client)
+        client.register(RequestCode.CHECK_TRANSACTION_STATE, never)
+        response = await client.invoke(server.address, RemotingCommand.request(CALL_BACK), 5.0)
+    assert response.remark == "timed out as expected"
+
+
+# -- malformed input against a live server ---------------------------------------------------
+
+
+@pytest.mark.parametrize("data", [
+    b"GET / HTTP/1.1\r\nHost: x\r\n\r\n",  # garbage: the "length" is ~1.2 GB
+    struct.pack(">i", 0x7FFFFFFF) + b"\0" * 16,  # claims 2 GiB
+    struct.pack(">I", 0x80000000) + b"\0" * 16,  # claims 2 GiB, negative as int32
+    struct.pack(">i", 1) + b"\0",  # shorter than the header-length field
+    struct.pack(">iI", 8, 100) + b"\0" * 4,  # header longer than the frame
+    struct.pack(">iI", 6, (5 << 24) | 2) + b"{}",  # unknown serialize type
+    struct.pack(">iI", 12, 8) + b"not json",  # header not JSON, opaque unrecoverable
+])
+async def test_bad_frames_close_only_that_connection(data: bytes) -> None:
+    async with running_server() as server:
+        bystander = await RawPeer.open(server.port)
+        peer = await RawPeer.open(server.port)
+        await peer.send(data)
+        assert await peer.closed_by_peer()
+        await peer.close()
+        await assert_serves_others(server)
+        probe = RemotingCommand.request(ECHO)
+        probe.opaque = 5
+        await bystander.send(encode_frame(probe))
+        assert (await bystander.read_command()).opaque == 5
+        await bystander.close()
+
+
+async def test_header_with_recoverable_opaque_gets_system_error() -> None:
+    async with running_server() as server:
+        peer = await RawPeer.open(server.port)
+        header = b'{"code":9001,"opaque":31,"extFields":{'
+        await peer.send(struct.pack(">iI", 4 + len(header), len(header)) + header)
+        response = await peer.read_command()
+        assert response.opaque == 31 and response.is_response
+        assert response.code == ResponseCode.SYSTEM_ERROR
+        assert response.remark is not None and "malformed request header" in response.remark
+        header = orjson.dumps({"code": "not a number", "opaque": 32})
+        await peer.send(struct.pack(">iI", 4 + len(header), len(header)) + header)
+        assert (await peer.read_command()).opaque == 32
+        ok = RemotingCommand.request(ECHO)  # the connection stays usable
+        ok.opaque = 33
+        await peer.send(encode_frame(ok))
+        response = await peer.read_command()
+        assert (response.opaque, response.code) == (33, ResponseCode.SUCCESS)
+        await peer.close()
+
+
+async def test_frame_limit_is_enforced_on_a_small_server() -> None:
+    async with running_server(frame_bytes_max=1024) as server, RemotingClient() as client:
+        big = RemotingCommand.request(ECHO, body=b"x" * 2000)
+        with pytest.raises(RemotingClosedError):
+            await client.invoke(server.address, big, 5.0)
+        # a small request whose response would be too big gets a SYSTEM_ERROR instead
+        server.register(BOOM, lambda c, cmd: _big_response(cmd))
+        response = await client.invoke(server.address, RemotingCommand.request(BOOM), 5.0)
+        assert response.code == ResponseCode.SYSTEM_ERROR
+        assert response.remark is not None and "exceeds" in response.remark
+
+
+async def _big_response(cmd: RemotingCommand) -> RemotingCommand:
+    return cmd.make_response(ResponseCode.SUCCESS, body=b"y" * 4000)
+
+
+async def test_pending_request_limit_answers_system_busy() -> None:
+    release = asyncio.Event()
+
+    async def blocked(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        await release.wait()
+        return cmd.make_response(ResponseCode.SUCCESS)
+
+    async with running_server(pending_requests_max=2) as server, RemotingClient() as client:
+        server.register(SLOW, blocked)
+        calls = [asyncio.create_task(client.invoke(server.address,
+                                                   RemotingCommand.request(SLOW), 5.0))
+                 for _ in range(2)]
+        await asyncio.sleep(0.1)
+        busy = await client.invoke(server.address, RemotingCommand.request(SLOW), 5.0)
+        assert busy.code == ResponseCode.SYSTEM_BUSY
+        release.set()
+        assert [r.code for r in await asyncio.gather(*calls)] == [0, 0]
+
+
+async def test_connection_limit() -> None:
+    async with running_server(connections_max=1) as server:
+        first = await RawPeer.open(server.port)
+        await asyncio.sleep(0.05)
+        second = await RawPeer.open(server.port)
+        assert await second.closed_by_peer()
+        probe = RemotingCommand.request(ECHO)
+        probe.opaque = 1
+        await first.send(encode_frame(probe))
+        assert (await first.read_command()).code == ResponseCode.SUCCESS
+        await first.close()
+        await second.close()
+        await asyncio.sleep(0.05)
+        await assert_serves_others(server)
+
+
+# -- client behaviour ------------------------------------------------------------------------
+
+
+async def test_client_fails_pending_requests_when_the_connection_drops() -> None:
+    async def hang_up(conn: Connection, cmd: RemotingCommand) -> None:
+        await asyncio.sleep(0.05)
+        conn.close("test hangs up")
+
+    async with running_server() as server, RemotingClient() as client:
+        server.register(SLOW, hang_up)
+        with pytest.raises(RemotingClosedError, match="closed"):
+            await client.invoke(server.address, RemotingCommand.request(SLOW), 5.0)
+        # the next invoke reconnects lazily
+        response = await client.invoke(server.address, RemotingCommand.request(ECHO), 5.0)
+        assert response.code == ResponseCode.SUCCESS
+
+
+async def test_client_timeout_and_connect_error() -> None:
+    async with running_server() as server, RemotingClient(connect_timeout_s=1.0) as client:
+        cmd = RemotingCommand.request(SLOW, {"sleep": 1})
+        with pytest.raises(RemotingTimeoutError, match="no response"):
+            await client.invoke(server.address, cmd, 0.05)
+        port = server.port
+    async with RemotingClient(connect_timeout_s=1.0) as client:
+        with pytest.raises(RemotingConnectError):
+            await client.invoke(f"127.0.0.1:{port}", RemotingCommand.request(ECHO), 1.0)
+
+
+async def test_client_answers_unknown_server_requests() -> None:
+    async def ask(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        answer = await conn.invoke(RemotingCommand.request(RequestCode.NOTIFY_CONSUMER_IDS_CHANGED),
+                                   5.0)
+        return cmd.make_response(ResponseCode.SUCCESS, remark=str(answer.code))
+
+    async with running_server() as server, RemotingClient() as client:
+        server.register(CALL_BACK, ask)
+        response = await client.invoke(server.address, RemotingCommand.request(CALL_BACK), 5.0)
+    assert response.remark == str(int(ResponseCode.REQUEST_CODE_NOT_SUPPORTED))
