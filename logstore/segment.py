@@ -113,6 +113,7 @@ class Segment:
         self.max_timestamp_ms = -1
         self.bytes_since_index = index_interval_bytes  # index the first batch
         self.dirty = False  # written since the last fdatasync
+        self.index_rebuilds = 0  # lying index entries found by reads
 
     @property
     def path(self) -> str:
@@ -226,7 +227,10 @@ class Segment:
         """The batch containing ``offset`` (or the first after it) below position ``end``."""
         rel, pos = self.index.floor(offset - self.base_offset)
         if pos and self.header_at(pos).base_offset != self.base_offset + rel:
-            pos = 0  # an index entry that lies: fall back to a walk from the start
+            # An index entry that lies (the data wins): rebuild the index from the data.
+            self.index_rebuilds += 1
+            self.rebuild_from(Scan(self.file, 0, self.size, expected_offset=self.base_offset, check_crc=False))
+            rel, pos = self.index.floor(offset - self.base_offset)
         for p, h in self.walk(pos, end):
             if h.next_offset > offset:
                 return p, h
