@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from typing import Protocol
 
 Buffer = bytes | bytearray | memoryview
+IOV_MAX = 1024  # Linux's limit on buffers per pwritev
 
 
 class File(ABC):
@@ -155,10 +156,13 @@ class _RealFile(File):
             offset += written
 
     def pwritev(self, buffers: Sequence[Buffer], offset: int) -> None:
-        total = sum(len(b) for b in buffers)
-        written = os.pwritev(self._fd, buffers, offset)
-        if written < total:  # short write: finish the rest the slow way
-            self.pwrite(b"".join(bytes(b) for b in buffers)[written:], offset + written)
+        for i in range(0, len(buffers), IOV_MAX):
+            chunk = buffers[i : i + IOV_MAX]
+            written = os.pwritev(self._fd, chunk, offset)
+            total = sum(map(len, chunk))
+            if written < total:  # short write: finish the rest the slow way
+                self.pwrite(b"".join(chunk)[written:], offset + written)
+            offset += total
 
     def pread(self, size: int, offset: int) -> bytes:
         return os.pread(self._fd, size, offset)

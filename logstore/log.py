@@ -12,7 +12,7 @@ import bisect
 import posixpath
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any, Protocol, TypeVar
+from typing import Any, NamedTuple, Protocol, TypeVar
 
 from logstore import batch as rb
 from logstore.batch import BatchHeader, Record
@@ -31,7 +31,7 @@ class StoreHooks(Protocol):
     io: IO
     clock: Clock
 
-    def enqueue_sync(self, log: Log, parts: list[Buffer], h: BatchHeader) -> asyncio.Future[None]: ...
+    def enqueue_sync(self, log: Log, parts: list[Buffer], total: int, next_offset: int, max_ts: int) -> asyncio.Future[None]: ...
 
     def note_async_write(self, log: Log) -> None: ...
 
@@ -42,8 +42,7 @@ class StoreHooks(Protocol):
     async def checkpoint(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class AppendResult:
+class AppendResult(NamedTuple):
     base_offset: int
     last_offset: int
     max_timestamp_ms: int
@@ -124,21 +123,24 @@ class Log:
     async def append(self, batch: Buffer, *, leader_epoch: int = 0) -> AppendResult:
         """Append one encoded batch (from :func:`logstore.batch.build_batch`). The log assigns
         its offsets. Returns when the batch is acknowledged under the log's flush policy."""
-        self._check_writable()
+        if self.failure is not None or self.closed:
+            self._check_writable()
         h = rb.validate(batch, limit=self.config.batch_bytes_max)
-        if h.total_bytes != len(batch):
-            raise InvalidBatchError(f"{len(batch) - h.total_bytes} bytes follow the batch")
+        total = h.total_bytes
+        if total != len(batch):
+            raise InvalidBatchError(f"{len(batch) - total} bytes follow the batch")
         base = self.assigned_offset
-        self.assigned_offset = base + h.record_count
-        h = h._replace(base_offset=base, leader_epoch=leader_epoch)
-        view = memoryview(batch)
-        parts: list[Buffer] = [rb.PREFIX.pack(base, h.batch_length) + rb.EPOCH.pack(leader_epoch), view[16:]]
-        result = AppendResult(base, h.last_offset, h.max_timestamp_ms)
+        next_offset = self.assigned_offset = base + h.record_count
+        parts: list[Buffer] = [rb.STAMP.pack(base, h.batch_length, leader_epoch), memoryview(batch)[rb.STAMP_BYTES:]]
+        result = AppendResult(base, next_offset - 1, h.max_timestamp_ms)
         if self.is_sync:
-            await self.hooks.enqueue_sync(self, parts, h)
+            # One future per group-commit round, shared by every append in it.
+            await self.hooks.enqueue_sync(self, parts, total, next_offset, h.max_timestamp_ms)
+            if self.committed_offset < next_offset:
+                raise LogFailedError(f"log {self.name} is fail-stopped: {self.failure}")
             return result
         try:
-            self.write(parts, h)
+            self.write(parts, total, next_offset, h.max_timestamp_ms)
         except OSError as exc:
             self.fail(exc)
             raise LogFailedError(f"write to log {self.name} failed: {exc}") from exc
@@ -146,18 +148,43 @@ class Log:
         self.hooks.note_async_write(self)
         return result
 
-    def write(self, parts: list[Buffer], h: BatchHeader) -> None:
-        """Put a stamped batch into the active segment (page cache), rolling first if due."""
+    def write(self, parts: list[Buffer], total: int, next_offset: int, max_ts: int) -> None:
+        """Put a stamped batch into the active segment (page cache), rolling first if due.
+        The batch starts at ``end_offset`` and ends before ``next_offset``."""
         seg = self.active
         if seg.size and (
-            seg.size + h.total_bytes > self.config.segment_bytes
+            seg.size + total > self.config.segment_bytes
             or self.hooks.clock.now_ms() - seg.created_ms >= self.config.segment_ms
-            or h.next_offset - seg.base_offset > OFFSET_DELTA_MAX
+            or next_offset - seg.base_offset > OFFSET_DELTA_MAX
         ):
-            seg = self._roll(h.base_offset)
-        seg.append(parts, h)
-        self.end_offset = h.next_offset
-        self.unflushed_bytes += h.total_bytes
+            seg = self._roll(self.end_offset)
+        seg.append(parts, total, self.end_offset, next_offset, max_ts)
+        self.end_offset = next_offset
+        self.unflushed_bytes += total
+
+    def write_many(self, items: list[tuple[list[Buffer], int, int, int]]) -> None:
+        """Write several stamped batches (parts, total bytes, next offset, max timestamp) in
+        order, with one system call when no roll falls among them."""
+        seg = self.active
+        total = sum(item[1] for item in items)
+        if len(items) == 1 or (seg.size and (
+            seg.size + total > self.config.segment_bytes
+            or self.hooks.clock.now_ms() - seg.created_ms >= self.config.segment_ms
+            or items[-1][2] - seg.base_offset > OFFSET_DELTA_MAX
+        )):
+            for parts, nbytes, nxt, max_ts in items:
+                self.write(parts, nbytes, nxt, max_ts)
+            return
+        flat: list[Buffer] = []
+        batches = []
+        base = self.end_offset
+        for parts, nbytes, nxt, max_ts in items:
+            flat += parts
+            batches.append((nbytes, base, nxt, max_ts))
+            base = nxt
+        seg.append_many(flat, batches)
+        self.end_offset = base
+        self.unflushed_bytes += total
 
     def _new_segment(self, base_offset: int) -> Segment:
         seg = Segment.create(self.io, self.directory, base_offset, self.hooks.clock.now_ms(),

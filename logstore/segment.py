@@ -156,23 +156,34 @@ class Segment:
 
     # -- writing ------------------------------------------------------------------------------
 
-    def append(self, parts: Sequence[Buffer], h: BatchHeader) -> int:
+    def append(self, parts: Sequence[Buffer], total: int, base_offset: int, next_offset: int, max_ts: int) -> int:
         """Write one stamped batch (given as buffers) at the end; returns its position."""
         pos = self.size
         self.file.pwritev(parts, pos)
-        self.size = pos + h.total_bytes
+        self.size = pos + total
         self.dirty = True
-        self._note_batch(pos, h)
+        self._note_batch(pos, total, base_offset, next_offset, max_ts)
         return pos
 
-    def _note_batch(self, pos: int, h: BatchHeader) -> None:
-        self.next_offset = h.next_offset
-        if h.max_timestamp_ms > self.max_timestamp_ms:
-            self.max_timestamp_ms = h.max_timestamp_ms
+    def append_many(self, parts: Sequence[Buffer], batches: Sequence[tuple[int, int, int, int]]) -> None:
+        """Write several stamped batches with one call; ``batches`` holds (total bytes, base
+        offset, next offset, max timestamp) of each, in order."""
+        pos = self.size
+        self.file.pwritev(parts, pos)
+        for total, base, nxt, max_ts in batches:
+            self._note_batch(pos, total, base, nxt, max_ts)
+            pos += total
+        self.size = pos
+        self.dirty = True
+
+    def _note_batch(self, pos: int, total: int, base_offset: int, next_offset: int, max_ts: int) -> None:
+        self.next_offset = next_offset
+        if max_ts > self.max_timestamp_ms:
+            self.max_timestamp_ms = max_ts
         if self.bytes_since_index >= self.index_interval_bytes:
-            self.index.add(h.base_offset - self.base_offset, pos, self.max_timestamp_ms)
+            self.index.add(base_offset - self.base_offset, pos, self.max_timestamp_ms)
             self.bytes_since_index = 0
-        self.bytes_since_index += h.total_bytes
+        self.bytes_since_index += total
 
     def rebuild_from(self, scan: Scan) -> None:
         """Consume a scan of this segment from byte 0, rebuilding indexes and facts from data."""
@@ -181,7 +192,7 @@ class Segment:
         self.max_timestamp_ms = -1
         self.next_offset = self.base_offset
         for pos, h in scan:
-            self._note_batch(pos, h)
+            self._note_batch(pos, h.total_bytes, h.base_offset, h.next_offset, h.max_timestamp_ms)
 
     def truncate(self, position: int) -> None:
         """Cut the file at ``position`` (a batch boundary) and forget what lay beyond."""

@@ -27,12 +27,11 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import NamedTuple, TypeVar
 
 from logstore import checkpoint as ckpt
 from logstore import journal as jn
 from logstore import recovery
-from logstore.batch import BatchHeader
 from logstore.config import LogConfig
 from logstore.errors import (
     ClosedError,
@@ -57,7 +56,6 @@ NAME_RE = re.compile(r"^[A-Za-z0-9%|_.-]{1,200}$")
 class StoreConfig:
     checkpoint_interval_ms: int = 1000
     retention_check_interval_ms: int = 10_000
-    round_bytes_max: int = 16 * 1024 * 1024  # one group-commit round writes at most this much
     default_log_config: LogConfig = field(default_factory=LogConfig)
 
 
@@ -78,12 +76,12 @@ def check_name(name: str) -> None:
         raise InvalidNameError(f"log name {name!r} must be 1-200 of A-Z a-z 0-9 % | _ . -")
 
 
-@dataclass
-class _Pending:
+class _Pending(NamedTuple):
     log: Log
     parts: list[Buffer]
-    header: BatchHeader
-    future: asyncio.Future[None]
+    total: int
+    next_offset: int
+    max_ts: int
 
 
 class Store:
@@ -102,6 +100,7 @@ class Store:
         self.failure: BaseException | None = None
         self.closed = False
         self._queue: list[_Pending] = []
+        self._round_future: asyncio.Future[None] | None = None  # shared by the queued appends
         self._wake = asyncio.Event()
         self._round_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
@@ -197,7 +196,7 @@ class Store:
             raise CorruptLogError(
                 f"journal batch at offset {h.base_offset} but log {log.name} ends at {log.end_offset}", path, entry.position
             )
-        log.write([entry.batch], h)
+        log.write([entry.batch], h.total_bytes, h.next_offset, h.max_timestamp_ms)
         log.assigned_offset = log.end_offset
         log.commit()
         self.report.logs[log.name].replayed_batches += 1
@@ -314,14 +313,16 @@ class Store:
             return fut
         return loop.run_in_executor(self._executor, fn)
 
-    def enqueue_sync(self, log: Log, parts: list[Buffer], h: BatchHeader) -> asyncio.Future[None]:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def enqueue_sync(self, log: Log, parts: list[Buffer], total: int, next_offset: int, max_ts: int) -> asyncio.Future[None]:
         if self.failure is not None:
+            fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             fut.set_exception(LogFailedError(f"store journal is fail-stopped: {self.failure}"))
             return fut
-        self._queue.append(_Pending(log, parts, h, fut))
-        self._wake.set()
-        return fut
+        if self._round_future is None:
+            self._round_future = asyncio.get_running_loop().create_future()
+            self._wake.set()
+        self._queue.append(_Pending(log, parts, total, next_offset, max_ts))
+        return self._round_future
 
     def note_async_write(self, log: Log) -> None:
         if log.unflushed_bytes >= log.config.flush_interval_bytes:
@@ -382,67 +383,55 @@ class Store:
                     await self._flush_quietly(log)
 
     async def _round(self) -> None:
+        """One group commit: journal write, segment writes, one journal fdatasync, then every
+        append of the round is acknowledged through their shared future."""
         async with self._round_lock:
-            queue, nbytes = self._take_round()
+            queue, future = self._queue, self._round_future
+            self._queue, self._round_future = [], None
+            assert self.journal is not None and future is not None
             journal = self.journal
-            assert journal is not None
             parts: list[Buffer] = []
             for p in queue:
-                head = jn.encode_entry_head(p.log.name_bytes, p.parts)
-                parts.append(head)
-                parts.extend(p.parts)
+                parts.append(jn.encode_entry_head(p.log.name_bytes, p.parts))
+                parts += p.parts
             try:
-                journal.write_round(parts, sum(len(b) for b in parts))
+                journal.write_round(parts, sum(map(len, parts)))
             except OSError as exc:
-                self._fail_store(exc, queue)
+                self._fail_store(exc, future)
                 return
-            touched: dict[str, Log] = {}
+            by_log: dict[Log, list[tuple[list[Buffer], int, int, int]]] = {}
             for p in queue:
-                if p.log.failure is not None:
+                by_log.setdefault(p.log, []).append((p.parts, p.total, p.next_offset, p.max_ts))
+            touched: list[Log] = []
+            for log, items in by_log.items():
+                if log.failure is not None:
                     continue
                 try:
-                    p.log.write(p.parts, p.header)
-                    touched[p.log.name] = p.log
+                    log.write_many(items)
+                    touched.append(log)
                 except OSError as exc:
-                    p.log.fail(exc)
+                    log.fail(exc)
             try:
                 await self.run_blocking(journal.file.fdatasync)
             except OSError as exc:
-                self._fail_store(exc, queue)
+                self._fail_store(exc, future)
                 return
             self.rounds += 1
-            for log in touched.values():
-                log.commit()
-            for p in queue:
-                if p.future.done():
-                    continue
-                if p.log.failure is not None:
-                    p.future.set_exception(LogFailedError(f"log {p.log.name} is fail-stopped: {p.log.failure}"))
-                else:
-                    p.future.set_result(None)
-            del nbytes
+            for log in touched:
+                log.commit()  # each append checks its log's committed offset when it wakes
+            future.set_result(None)
 
-    def _take_round(self) -> tuple[list[_Pending], int]:
-        take, nbytes = 0, 0
-        for p in self._queue:
-            if take and nbytes + p.header.total_bytes > self.config.round_bytes_max:
-                break
-            nbytes += p.header.total_bytes
-            take += 1
-        queue, self._queue = self._queue[:take], self._queue[take:]
-        return queue, nbytes
-
-    def _fail_store(self, exc: BaseException, queue: list[_Pending]) -> None:
+    def _fail_store(self, exc: BaseException, future: asyncio.Future[None]) -> None:
         """The journal cannot be trusted: fail-stop every sync log and every queued append."""
         self.failure = exc
         err = LogFailedError(f"store journal failed, sync logs fail-stopped: {exc}")
         for log in self.logs.values():
             if log.is_sync:
                 log.fail(exc)
-        for p in queue + self._queue:
-            if not p.future.done():
-                p.future.set_exception(err)
-        self._queue.clear()
+        for fut in (future, self._round_future):
+            if fut is not None and not fut.done():
+                fut.set_exception(err)
+        self._queue, self._round_future = [], None
 
     async def _flush_quietly(self, log: Log) -> None:
         with contextlib.suppress(LogFailedError):  # fail-stopped: its callers see the error
