@@ -40,6 +40,7 @@ import crc32c
 import zstandard
 
 from logstore.errors import BatchTooLargeError, InvalidBatchError
+from logstore.io import Buffer
 
 HEADER = struct.Struct(">qiibIhiqqqhii")
 HEADER_BYTES = HEADER.size  # 61
@@ -60,6 +61,11 @@ CODEC_MASK = 0x07
 CODEC_NONE = 0
 CODEC_ZSTD = 4
 ATTR_TRANSACTIONAL = 0x10
+# The records section is opaque to the engine: ``record_count`` records in a framing of the
+# writer's own (the RocketMQ adapter stores RocketMQ's message format there, so a pull is a
+# slice of the file). The engine still checks the CRC, counts offsets and indexes timestamps;
+# it never decodes such records.
+ATTR_OPAQUE = 0x80
 
 # Hard limits: a batch bigger than this is refused whatever the log's own limit says, and
 # decompression never produces more than this many bytes (a zstd bomb is an invalid batch).
@@ -200,6 +206,34 @@ def build_batch(records: Sequence[Record], options: BatchOptions | None = None) 
     return buf
 
 
+def build_opaque_batch(
+    payload: Buffer, record_count: int, first_timestamp_ms: int, max_timestamp_ms: int,
+    options: BatchOptions | None = None,
+) -> bytearray:
+    """A batch whose records section is ``payload`` as given (see ATTR_OPAQUE)."""
+    if record_count < 1:
+        raise InvalidBatchError("a batch needs at least one record")
+    if max_timestamp_ms < first_timestamp_ms:
+        raise InvalidBatchError("max timestamp is before the first timestamp")
+    opts = options or BatchOptions()
+    attributes = ATTR_OPAQUE | opts.extra_attributes | (ATTR_TRANSACTIONAL if opts.transactional else 0)
+    buf = bytearray(HEADER_BYTES) + payload
+    if len(buf) > BATCH_BYTES_LIMIT:
+        raise BatchTooLargeError(f"batch of {len(buf)} bytes exceeds {BATCH_BYTES_LIMIT}")
+    HEADER.pack_into(
+        buf, 0, 0, len(buf) - PREFIX_BYTES, 0, MAGIC, 0, attributes, record_count - 1,
+        first_timestamp_ms, max_timestamp_ms, opts.producer_id, opts.producer_epoch, opts.base_sequence, record_count,
+    )
+    struct.pack_into(">I", buf, CRC_OFFSET, crc32c.crc32c(memoryview(buf)[CRC_COVERS_FROM:]))
+    return buf
+
+
+def payload_view(buf: bytes | bytearray | memoryview, pos: int = 0) -> memoryview:
+    """The records section of the batch at ``pos`` (still compressed if a codec is set)."""
+    h = parse_header(buf, pos)
+    return memoryview(buf)[pos + HEADER_BYTES : pos + h.total_bytes]
+
+
 def parse_header(buf: bytes | bytearray | memoryview, pos: int = 0) -> BatchHeader:
     """Unpack the header at ``pos`` without checking anything."""
     return BatchHeader._make(HEADER.unpack_from(buf, pos))
@@ -251,6 +285,8 @@ def stamp(buf: bytearray, base_offset: int, leader_epoch: int) -> None:
 def iter_records(buf: bytes | bytearray | memoryview, pos: int = 0) -> Iterator[Record]:
     """Decode the records of the (already validated) batch at ``pos``."""
     h = parse_header(buf, pos)
+    if h.attributes & ATTR_OPAQUE:
+        raise InvalidBatchError("the records of an opaque batch are not the engine's to decode")
     payload: bytes | memoryview = memoryview(buf)[pos + HEADER_BYTES : pos + h.total_bytes]
     if h.codec == CODEC_ZSTD:
         payload = _decompress(payload)

@@ -399,6 +399,9 @@ class Store:
             except OSError as exc:
                 self._fail_store(exc, future)
                 return
+            # The fsync of the journal runs while the segments are written: readers need the
+            # segment copy only once the round is acknowledged, the ack needs only the journal.
+            synced = self.run_blocking(journal.file.fdatasync)
             by_log: dict[Log, list[tuple[list[Buffer], int, int, int]]] = {}
             for p in queue:
                 by_log.setdefault(p.log, []).append((p.parts, p.total, p.next_offset, p.max_ts))
@@ -412,7 +415,7 @@ class Store:
                 except OSError as exc:
                     log.fail(exc)
             try:
-                await self.run_blocking(journal.file.fdatasync)
+                await synced
             except OSError as exc:
                 self._fail_store(exc, future)
                 return

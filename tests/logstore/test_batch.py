@@ -80,3 +80,17 @@ def test_zstd_bomb_is_refused() -> None:
     rb.validate(forged)
     with pytest.raises(InvalidBatchError, match="decompress past"):
         list(rb.iter_records(forged))
+
+
+def test_opaque_batches_are_checked_but_not_decoded() -> None:
+    buf = rb.build_opaque_batch(b"three-messages-in-a-foreign-framing", 3, 10, 12)
+    rb.stamp(buf, 7, 0)
+    h = rb.validate(buf)
+    assert (h.record_count, h.last_offset, h.max_timestamp_ms) == (3, 9, 12)
+    assert bytes(rb.payload_view(buf)) == b"three-messages-in-a-foreign-framing"
+    with pytest.raises(InvalidBatchError, match="opaque"):
+        list(rb.iter_records(buf))
+    bad = bytearray(buf)
+    bad[-1] ^= 1
+    with pytest.raises(InvalidBatchError, match="CRC"):
+        rb.validate(bad)
