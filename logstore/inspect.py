@@ -393,7 +393,7 @@ def _read_file(io: IO, path: str, problems: _Problems) -> bytes | None:
 
 def _file_size(io: IO, path: str) -> int:
     try:
-        f = io.open(path)
+        f = io.open(path, readonly=True)
     except OSError:
         return 0
     try:
@@ -531,7 +531,7 @@ def _check_segment(
     if name_base is not None:
         walk.expected_offset = name_base  # the file name is what recovery trusts
     try:
-        file = io.open(path)
+        file = io.open(path, readonly=True)
     except OSError as exc:
         problems.add(path, 0, f"cannot open: {exc.strerror or exc}")
         return report
@@ -664,7 +664,7 @@ def describe_journal(io: IO, path: str, *, records: bool = False) -> JournalRepo
 def _check_journal(io: IO, path: str, problems: _Problems, *, keep: bool, records: bool) -> JournalReport:
     report = JournalReport(path, jn.parse_name(posixpath.basename(path)), 0)
     try:
-        file = io.open(path)
+        file = io.open(path, readonly=True)
     except OSError as exc:
         problems.add(path, 0, f"cannot open: {exc.strerror or exc}")
         return report

@@ -73,9 +73,9 @@ class IO(ABC):
     fsync_blocks: bool = True
 
     @abstractmethod
-    def open(self, path: str, *, create: bool = False) -> File:
-        """Open a file read-write; with ``create`` make it when missing (the directory entry is
-        not durable until :meth:`fsync_dir` of its directory)."""
+    def open(self, path: str, *, create: bool = False, readonly: bool = False) -> File:
+        """Open a file read-write (or read-only); with ``create`` make it when missing (the
+        directory entry is not durable until :meth:`fsync_dir` of its directory)."""
 
     @abstractmethod
     def exists(self, path: str) -> bool: ...
@@ -113,7 +113,7 @@ class IO(ABC):
         return os.sendfile(out_fd, file.fileno(), offset, count)
 
     def read_all(self, path: str) -> bytes:
-        f = self.open(path)
+        f = self.open(path, readonly=True)
         try:
             return f.pread(f.size(), 0)
         finally:
@@ -201,8 +201,8 @@ class RealIO(IO):
 
     fsync_blocks = True
 
-    def open(self, path: str, *, create: bool = False) -> File:
-        flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    def open(self, path: str, *, create: bool = False, readonly: bool = False) -> File:
+        flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC | (os.O_CREAT if create else 0)
         return _RealFile(path, os.open(path, flags, 0o644))
 
     def exists(self, path: str) -> bool:

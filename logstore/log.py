@@ -167,11 +167,11 @@ class Log:
         order, with one system call when no roll falls among them."""
         seg = self.active
         total = sum(item[1] for item in items)
-        if len(items) == 1 or (seg.size and (
+        if len(items) == 1 or (
             seg.size + total > self.config.segment_bytes
             or self.hooks.clock.now_ms() - seg.created_ms >= self.config.segment_ms
             or items[-1][2] - seg.base_offset > OFFSET_DELTA_MAX
-        )):
+        ):
             for parts, nbytes, nxt, max_ts in items:
                 self.write(parts, nbytes, nxt, max_ts)
             return
@@ -404,6 +404,8 @@ class Log:
         return drop
 
     async def _drop_segments_below(self, offset: int) -> None:
+        if offset > self.recovery_point:
+            await self.flush()  # a durable start past the durable data would outrun it after a crash
         await self.hooks.write_checkpoint()  # the new start is durable before any file goes
         drop = [s for s in self.segments[:-1] if s.next_offset <= offset]
         for seg in drop:

@@ -191,6 +191,7 @@ class Segment:
         self.bytes_since_index = self.index_interval_bytes
         self.max_timestamp_ms = -1
         self.next_offset = self.base_offset
+        self.dirty = True  # the rebuilt index files must reach the disk with the next sync
         for pos, h in scan:
             self._note_batch(pos, h.total_bytes, h.base_offset, h.next_offset, h.max_timestamp_ms)
 
@@ -199,10 +200,14 @@ class Segment:
         self.file.truncate(position)
         self.size = position
         self.dirty = True
-        self.index.truncate_after_position(position)
+        # Rare (followers, torn tails): rebuild the facts (max timestamp, indexes) from the data.
+        self.rebuild_from(Scan(self.file, 0, position, expected_offset=self.base_offset, check_crc=False))
 
     def sync(self) -> None:
         self.file.fdatasync()
+        # Recovery trusts the indexes of segments below the recovery point (it checks only
+        # their last offset entry): they must be as durable as the data they describe.
+        self.index.sync()
         self.dirty = False
 
     def close(self) -> None:

@@ -346,7 +346,7 @@ class SimIO(IO):
         parent, name = posixpath.split(posixpath.normpath(path))
         return self._lookup_dir(parent or "/"), name
 
-    def open(self, path: str, *, create: bool = False) -> File:
+    def open(self, path: str, *, create: bool = False, readonly: bool = False) -> File:
         self.tick("open", path)
         parent, name = self._split(path)
         node = parent.current.get(name)

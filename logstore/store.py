@@ -157,6 +157,13 @@ class Store:
         self.journal = jn.JournalWriter(self.io, self.root, max([self.journal_start, *seqs]) + 1)
         if replayed or not clean or self.report.bytes_cut:
             for log in self.logs.values():
+                # What recovery read may sit only in the page cache (the process died, the
+                # machine did not): the files' data and the directory entries of segments
+                # created since the last directory fsync must be made durable before the
+                # recovery point claims them.
+                log.dir_dirty = True
+                for seg in log.segments:
+                    seg.dirty = True
                 end, dirty, dir_dirty = log.take_dirty()
                 log.sync_claimed(dirty, dir_dirty)
                 log.recovery_point = end
@@ -346,7 +353,9 @@ class Store:
             return
         await self._drain()
         async with self._round_lock:  # between rounds: every journaled batch is in a segment
-            new_seq = self.journal.rotate() if self.journal.size else self.journal.seq
+            # After a journal failure its damaged file must stay the last one: recovery treats a
+            # bad entry there as a torn tail, but in an earlier file as corruption.
+            new_seq = self.journal.rotate() if self.journal.size and self.failure is None else self.journal.seq
             claims = [(log, *log.take_dirty()) for log in self.logs.values() if log.failure is None]
         for log, end, dirty, dir_dirty in claims:
             if dirty or dir_dirty:
@@ -357,7 +366,9 @@ class Store:
                     continue
             log.recovery_point = max(log.recovery_point, end)
             log.last_flush_ms = self.clock.now_ms()
-        self.journal_start = new_seq if all(lg.failure is None for lg, *_ in claims) else self.journal_start
+        # A fail-stopped log is not in ``claims``: its acknowledged batches may live only in the
+        # journal (its segments were never fsynced), so its failure keeps every journal file.
+        self.journal_start = new_seq if all(lg.failure is None for lg in self.logs.values()) else self.journal_start
         await self.write_checkpoint()
         await self.run_blocking(self._delete_old_journals)
 
