@@ -26,6 +26,7 @@ from logstore.io import IO, File
 
 OFFSET_ENTRY = struct.Struct(">ii")
 TIME_ENTRY = struct.Struct(">qi")
+PENDING_ENTRIES_MAX = 256
 
 
 @dataclass
@@ -38,25 +39,33 @@ class SparseIndex:
     time_offsets: list[int] = field(default_factory=list)  # their relative offsets
     offset_file: File | None = None
     time_file: File | None = None
+    # Entries reach their files in bunches (they are rebuildable, so a lag costs nothing but
+    # a rebuild after a crash): how many of each list are in the files already.
+    offsets_written: int = 0
+    times_written: int = 0
 
     def add(self, relative_offset: int, position: int, max_timestamp_ms: int) -> None:
         if self.offsets and relative_offset <= self.offsets[-1]:
             return
         self.offsets.append(relative_offset)
         self.positions.append(position)
-        if self.offset_file is not None:
-            self.offset_file.pwrite(
-                OFFSET_ENTRY.pack(relative_offset, position),
-                (len(self.offsets) - 1) * OFFSET_ENTRY.size,
-            )
         if not self.times or max_timestamp_ms > self.times[-1]:
             self.times.append(max_timestamp_ms)
             self.time_offsets.append(relative_offset)
-            if self.time_file is not None:
-                self.time_file.pwrite(
-                    TIME_ENTRY.pack(max_timestamp_ms, relative_offset),
-                    (len(self.times) - 1) * TIME_ENTRY.size,
-                )
+        if len(self.offsets) - self.offsets_written >= PENDING_ENTRIES_MAX:
+            self.write_pending()
+
+    def write_pending(self) -> None:
+        """Put entries not yet in the files into them (page cache)."""
+        if self.offset_file is not None and self.offsets_written < len(self.offsets):
+            n = self.offsets_written
+            data = b"".join(OFFSET_ENTRY.pack(r, p) for r, p in zip(self.offsets[n:], self.positions[n:], strict=True))
+            self.offset_file.pwrite(data, n * OFFSET_ENTRY.size)
+        if self.time_file is not None and self.times_written < len(self.times):
+            n = self.times_written
+            data = b"".join(TIME_ENTRY.pack(t, r) for t, r in zip(self.times[n:], self.time_offsets[n:], strict=True))
+            self.time_file.pwrite(data, n * TIME_ENTRY.size)
+        self.offsets_written, self.times_written = len(self.offsets), len(self.times)
 
     def floor(self, relative_offset: int) -> tuple[int, int]:
         """The greatest entry at or below ``relative_offset``: (relative offset, position)."""
@@ -79,6 +88,7 @@ class SparseIndex:
 
     def truncate_after_position(self, position: int) -> None:
         """Forget entries for batches at or past ``position`` (the data there is gone)."""
+        self.write_pending()
         keep = bisect.bisect_left(self.positions, position)
         last_offset = self.offsets[keep - 1] if keep else -1
         del self.offsets[keep:], self.positions[keep:]
@@ -88,22 +98,26 @@ class SparseIndex:
             self.offset_file.truncate(keep * OFFSET_ENTRY.size)
         if self.time_file is not None:
             self.time_file.truncate(tkeep * TIME_ENTRY.size)
+        self.offsets_written, self.times_written = keep, tkeep
 
     def reset(self) -> None:
         self.offsets.clear()
         self.positions.clear()
         self.times.clear()
         self.time_offsets.clear()
+        self.offsets_written = self.times_written = 0
         for f in (self.offset_file, self.time_file):
             if f is not None:
                 f.truncate(0)
 
     def sync(self) -> None:
+        self.write_pending()
         for f in (self.offset_file, self.time_file):
             if f is not None:
                 f.fdatasync()
 
     def close(self) -> None:
+        self.write_pending()
         for f in (self.offset_file, self.time_file):
             if f is not None:
                 f.close()
@@ -137,4 +151,5 @@ def load(io: IO, offset_path: str, time_path: str, log_bytes: int) -> tuple[Spar
         idx.time_offsets.append(rel)
     if idx.time_offsets and idx.offsets and idx.time_offsets[-1] > idx.offsets[-1]:
         problem = problem or "time index points past the offset index"
+    idx.offsets_written, idx.times_written = len(idx.offsets), len(idx.times)
     return idx, problem

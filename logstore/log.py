@@ -17,7 +17,7 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from logstore import batch as rb
 from logstore.batch import BatchHeader, Record
 from logstore.config import FLUSH_SYNC, LogConfig
-from logstore.errors import ClosedError, InvalidBatchError, LogFailedError, OffsetOutOfRangeError
+from logstore.errors import ClosedError, InvalidBatchError, LogFailedError, LogstoreError, OffsetOutOfRangeError
 from logstore.io import IO, Buffer, Clock, File
 from logstore.segment import Segment
 
@@ -40,6 +40,8 @@ class StoreHooks(Protocol):
     async def write_checkpoint(self) -> None: ...
 
     async def checkpoint(self) -> None: ...
+
+    def journal_retired(self) -> bool: ...
 
 
 class AppendResult(NamedTuple):
@@ -353,6 +355,11 @@ class Log:
                 f"truncate to {offset} outside [{self.log_start_offset}, {self.assigned_offset}] of log {self.name}"
             )
         await self.hooks.checkpoint()  # queued sync appends land; the journal no longer holds them
+        if self.is_sync and not self.hooks.journal_retired():
+            # A fail-stopped log kept the old journal files: recovery would replay the batches
+            # this truncate cuts. Refuse rather than let them come back.
+            raise LogstoreError(f"cannot truncate sync log {self.name}: the journal still holds its batches "
+                                "(another log is fail-stopped; restart the store first)")
         if offset >= self.end_offset:
             return self.end_offset
         i = self._segment_index(offset)
@@ -382,6 +389,7 @@ class Log:
             raise OffsetOutOfRangeError(f"cannot delete before {offset}: log {self.name} ends at {self.committed_offset}")
         if offset <= self.log_start_offset:
             return self.log_start_offset
+        await self._flush_through(offset)
         self.log_start_offset = offset
         await self._drop_segments_below(offset)
         return offset
@@ -399,13 +407,18 @@ class Log:
             total -= seg.size
             drop += 1
         if drop:
+            await self._flush_through(self.segments[drop].base_offset)
             self.log_start_offset = max(self.log_start_offset, self.segments[drop].base_offset)
             await self._drop_segments_below(self.log_start_offset)
         return drop
 
-    async def _drop_segments_below(self, offset: int) -> None:
+    async def _flush_through(self, offset: int) -> None:
+        """Make the data below ``offset`` durable before a log start there can be persisted (by
+        any checkpoint): a start past the durable data would outrun it after a crash."""
         if offset > self.recovery_point:
-            await self.flush()  # a durable start past the durable data would outrun it after a crash
+            await self.flush()
+
+    async def _drop_segments_below(self, offset: int) -> None:
         await self.hooks.write_checkpoint()  # the new start is durable before any file goes
         drop = [s for s in self.segments[:-1] if s.next_offset <= offset]
         for seg in drop:

@@ -372,6 +372,10 @@ class Store:
         await self.write_checkpoint()
         await self.run_blocking(self._delete_old_journals)
 
+    def journal_retired(self) -> bool:
+        """Whether the last checkpoint retired every journal file before the current one."""
+        return self.journal is None or self.journal_start >= self.journal.seq
+
     def _delete_old_journals(self) -> None:
         removed = False
         for seq in jn.list_files(self.io, self.root):
