@@ -17,7 +17,13 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from logstore import batch as rb
 from logstore.batch import BatchHeader, Record
 from logstore.config import FLUSH_SYNC, LogConfig
-from logstore.errors import ClosedError, InvalidBatchError, LogFailedError, LogstoreError, OffsetOutOfRangeError
+from logstore.errors import (
+    ClosedError,
+    InvalidBatchError,
+    LogFailedError,
+    LogstoreError,
+    OffsetOutOfRangeError,
+)
 from logstore.io import IO, Buffer, Clock, File
 from logstore.segment import Segment
 
@@ -366,6 +372,12 @@ class Log:
         seg = self.segments[i]
         found = seg.locate(offset, seg.size)
         cut_pos, new_end = (found[0], found[1].base_offset) if found is not None else (seg.size, seg.next_offset)
+        if new_end < self.log_start_offset:
+            # the batch holding ``offset`` also holds the log start: cutting it whole would leave
+            # the start past the end (and the offsets below it to be assigned again)
+            raise OffsetOutOfRangeError(
+                f"truncate to {offset} would cut the batch holding the log start {self.log_start_offset} of log {self.name}"
+            )
         self.recovery_point = min(self.recovery_point, new_end)
         await self.hooks.write_checkpoint()  # rp first: a crash now never resurrects the tail
         for later in self.segments[i + 1 :]:

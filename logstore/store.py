@@ -355,7 +355,13 @@ class Store:
         async with self._round_lock:  # between rounds: every journaled batch is in a segment
             # After a journal failure its damaged file must stay the last one: recovery treats a
             # bad entry there as a torn tail, but in an earlier file as corruption.
-            new_seq = self.journal.rotate() if self.journal.size and self.failure is None else self.journal.seq
+            try:
+                new_seq = self.journal.rotate() if self.journal.size and self.failure is None else self.journal.seq
+            except OSError as exc:
+                # The new file's directory entry may not be durable: acknowledging rounds written
+                # to it would be acknowledging before durable. Fail-stop the journal.
+                self._fail_store(exc, None)
+                raise LogFailedError(f"journal rotation failed, sync logs fail-stopped: {exc}") from exc
             claims = [(log, *log.take_dirty()) for log in self.logs.values() if log.failure is None]
         for log, end, dirty, dir_dirty in claims:
             if dirty or dir_dirty:
@@ -439,7 +445,7 @@ class Store:
                 log.commit()  # each append checks its log's committed offset when it wakes
             future.set_result(None)
 
-    def _fail_store(self, exc: BaseException, future: asyncio.Future[None]) -> None:
+    def _fail_store(self, exc: BaseException, future: asyncio.Future[None] | None) -> None:
         """The journal cannot be trusted: fail-stop every sync log and every queued append."""
         self.failure = exc
         err = LogFailedError(f"store journal failed, sync logs fail-stopped: {exc}")

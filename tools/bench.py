@@ -68,6 +68,7 @@ from typing import Any, Protocol, cast
 import crc32c
 
 from logstore import checkpoint as ckpt
+from logstore import runtime
 from logstore.batch import Record, build_batch
 from logstore.config import FLUSH_ASYNC, FLUSH_SYNC, LogConfig
 from logstore.log import Log
@@ -937,7 +938,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     rep = Reporter(args.json)
     with workdir(args.dir) as base:
-        asyncio.run(COMMANDS[args.command](args, base, rep))
+        runtime.run(COMMANDS[args.command](args, base, rep))
     return 0
 
 
