@@ -380,16 +380,16 @@ class Log:
             )
         self.recovery_point = min(self.recovery_point, new_end)
         await self.hooks.write_checkpoint()  # rp first: a crash now never resurrects the tail
-        for later in self.segments[i + 1 :]:
-            later.remove_files()
-        del self.segments[i + 1 :], self._bases[i + 1 :]
-        seg.truncate(cut_pos)
-        seg.next_offset = new_end
-        try:
+        try:  # any error from here on leaves memory and files disagreeing: fail-stop
+            for later in self.segments[i + 1 :]:
+                later.remove_files()
+            del self.segments[i + 1 :], self._bases[i + 1 :]
+            seg.truncate(cut_pos)
+            seg.next_offset = new_end
             await self.hooks.run_blocking(lambda: self.sync_claimed([seg], True))
         except OSError as exc:
             self.fail(exc)
-            raise LogFailedError(f"fsync during truncate of {self.name} failed: {exc}") from exc
+            raise LogFailedError(f"truncate of {self.name} failed: {exc}") from exc
         self.end_offset = self.assigned_offset = new_end
         self.commit()
         return new_end

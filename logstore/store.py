@@ -142,7 +142,11 @@ class Store:
             directory = log_directory(self.root, name)
             config_path = posixpath.join(directory, CONFIG_NAME)
             if not self.io.exists(config_path):
-                continue  # a log whose creation never completed
+                self._remove_unfinished_log(directory)  # its creation never completed
+                continue
+            # A failed create_log may have left its config's rename only in the page cache; the
+            # log is served from now on, so make its entries durable (one fsync per log).
+            self.io.fsync_dir(directory)
             config = LogConfig.from_json(self.io.read_all(config_path))
             rec = recovery.recover_log(
                 self.io, name, directory, cp.logs.get(name), clean, self.clock.now_ms(), config.index_interval_bytes
@@ -150,6 +154,9 @@ class Store:
             self.logs[name] = Log(self, name, directory, config, rec.segments, rec.log_start_offset, rec.recovery_point)
             rec.report.end_offset = self.logs[name].end_offset
             self.report.logs[name] = rec.report
+        # A log whose create_log failed after its config was written is served from now on:
+        # its directory entry must not vanish in a later crash.
+        self.io.fsync_dir(logs_dir)
         replayed = self._replay_journal(clean)
         if clean:
             self.io.unlink(marker)
@@ -171,6 +178,16 @@ class Store:
         self._write_checkpoint_now()
         self._delete_old_journals()
         self.io.fsync_dir(self.root)
+
+    def _remove_unfinished_log(self, directory: str) -> None:
+        """A create_log that failed before its config was durable leaves a directory the store
+        ignores; remove it so the store verifies clean (the name can be created again)."""
+        if not self.io.is_dir(directory):
+            return
+        for entry in self.io.listdir(directory):
+            self.io.unlink(posixpath.join(directory, entry))
+        self.io.rmdir(directory)
+        self.io.fsync_dir(posixpath.dirname(directory))
 
     def _replay_journal(self, clean: bool) -> int:
         paths = list(jn.iter_paths(self.io, self.root, self.journal_start))

@@ -1,0 +1,119 @@
+"""Planted bugs the fuzzer must catch (STYLE.md: a canary proves the harness can fail).
+
+Each canary is a runtime monkeypatch of the engine, undone on exit; no engine file changes.
+
+- ``skip-dir-fsync``: journal rotation and segment creation skip the directory fsync, so a
+  new journal file or segment can vanish in a crash (ALICE; RELIABILITY.md class 2).
+- ``ack-before-fsync``: the group-commit round acknowledges without fdatasyncing the journal
+  (class 4).
+- ``trust-torn-tail``: recovery does not cut a torn tail: it keeps the bytes and serves from
+  them (class 1).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from logstore import journal as jn
+from logstore import log as lg
+from logstore import recovery
+from logstore import segment as sg
+from logstore import store as st
+
+
+@contextlib.contextmanager
+def _patched(obj: Any, attr: str, make: Callable[[Any], Any]) -> Iterator[None]:
+    original = getattr(obj, attr)
+    setattr(obj, attr, make(original))
+    try:
+        yield
+    finally:
+        setattr(obj, attr, original)
+
+
+class _NoDirSync:
+    """An IO proxy whose fsync_dir does nothing (everything else passes through)."""
+
+    def __init__(self, io: Any) -> None:
+        self._io = io
+
+    def fsync_dir(self, path: str) -> None:
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._io, name)
+
+
+@contextlib.contextmanager
+def skip_dir_fsync() -> Iterator[None]:
+    def rotate(original: Callable[[jn.JournalWriter], int]) -> Callable[[jn.JournalWriter], int]:
+        def patched(self: jn.JournalWriter) -> int:
+            io, self.io = self.io, _NoDirSync(self.io)  # type: ignore[assignment]
+            try:
+                return original(self)
+            finally:
+                self.io = io
+        return patched
+
+    def sync_claimed(original: Callable[..., None]) -> Callable[..., None]:
+        def patched(self: lg.Log, dirty: list[sg.Segment], dir_dirty: bool) -> None:
+            original(self, dirty, False)  # new segments' directory entries never made durable
+        return patched
+
+    with _patched(jn.JournalWriter, "rotate", rotate), _patched(lg.Log, "sync_claimed", sync_claimed):
+        yield
+
+
+@contextlib.contextmanager
+def ack_before_fsync() -> Iterator[None]:
+    def round_(original: Callable[[st.Store], Any]) -> Callable[[st.Store], Any]:
+        async def patched(self: st.Store) -> None:
+            journal = self.journal
+            if journal is not None:
+                journal.file.fdatasync = lambda: None  # type: ignore[method-assign]
+            await original(self)
+        return patched
+
+    with _patched(st.Store, "_round", round_):
+        yield
+
+
+@contextlib.contextmanager
+def trust_torn_tail() -> Iterator[None]:
+    in_recovery = [False]
+
+    def recover(original: Callable[..., Any]) -> Callable[..., Any]:
+        def patched(*args: Any, **kwargs: Any) -> Any:
+            in_recovery[0] = True
+            try:
+                return original(*args, **kwargs)
+            finally:
+                in_recovery[0] = False
+        return patched
+
+    def truncate(original: Callable[[sg.Segment, int], None]) -> Callable[[sg.Segment, int], None]:
+        def patched(self: sg.Segment, position: int) -> None:
+            if not in_recovery[0]:
+                original(self, position)
+        return patched
+
+    with _patched(recovery, "_recover", recover), _patched(sg.Segment, "truncate", truncate):
+        yield
+
+
+CANARIES: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
+    "skip-dir-fsync": skip_dir_fsync,
+    "ack-before-fsync": ack_before_fsync,
+    "trust-torn-tail": trust_torn_tail,
+}
+
+
+@contextlib.contextmanager
+def planted(name: str | None) -> Iterator[None]:
+    if name is None:
+        yield
+        return
+    with CANARIES[name]():
+        yield
