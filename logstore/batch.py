@@ -276,6 +276,26 @@ def validate(buf: bytes | bytearray | memoryview, pos: int = 0, *, limit: int | 
     return h
 
 
+def validate_for_append(buf: Buffer, limit: int) -> tuple[int, int, int]:
+    """:func:`validate` for the append hot path, with no header object built: returns
+    (record_count, batch_length, max_timestamp_ms) of the one whole batch ``buf`` must be."""
+    n = len(buf)
+    if n < HEADER_BYTES:
+        raise InvalidBatchError(f"{n} bytes is shorter than a batch header")
+    (_b, length, _e, magic, crc, _a, delta, first_ts, max_ts, _p, _pe, _s, count) = HEADER.unpack_from(buf)
+    total = length + PREFIX_BYTES
+    if total > limit:
+        raise BatchTooLargeError(f"batch of {total} bytes exceeds the limit of {limit}")
+    if total != n or magic != MAGIC or count < 1 or delta != count - 1 or max_ts < first_ts or length < BATCH_LENGTH_MIN:
+        why = check_header(parse_header(buf), n)
+        if why is None:  # only the size disagrees
+            why = f"{n - total} bytes follow the batch" if n > total else f"batch of {total} bytes runs past the end ({n} available)"
+        raise InvalidBatchError(why)
+    if crc32c.crc32c(memoryview(buf)[CRC_COVERS_FROM:]) != crc:
+        raise InvalidBatchError("CRC32C mismatch")
+    return count, length, max_ts
+
+
 def stamp(buf: bytearray, base_offset: int, leader_epoch: int) -> None:
     """Write the fields the log owns (outside the CRC)."""
     struct.pack_into(">q", buf, 0, base_offset)

@@ -12,7 +12,9 @@ Files: ``<store>/journal/<20-digit sequence>.wal``, a new one per checkpoint. En
 (big-endian)::
 
     offset size field
-         0    4 crc          CRC32C of bytes 4..end of the entry
+         0    4 crc          CRC32C of bytes 4..(10+n+21): this header, the name and the
+                             batch's first 21 bytes (its stamped fields, magic and CRC); the
+                             rest of the batch is covered by its own CRC, checked by scan
          4    4 body_length  bytes after this field
          8    2 name_length
         10    n log name (UTF-8)
@@ -33,6 +35,8 @@ from dataclasses import dataclass
 
 import crc32c
 
+from logstore import batch as rb
+from logstore.errors import InvalidBatchError
 from logstore.io import IO, Buffer, File
 
 DIRNAME = "journal"
@@ -53,15 +57,18 @@ def parse_name(name: str) -> int | None:
     return None
 
 
-def encode_entry_head(name: bytes, batch_parts: Sequence[Buffer]) -> bytes:
-    """The entry's fixed part and name; the batch (given in parts) follows it. The CRC covers
-    both."""
-    body_length = 2 + len(name) + sum(len(b) for b in batch_parts)
-    tail = struct.pack(">IH", body_length, len(name)) + name
-    crc = crc32c.crc32c(tail)
-    for part in batch_parts:
-        crc = crc32c.crc32c(part, crc)
-    return struct.pack(">I", crc) + tail
+BATCH_BYTES_COVERED = 21  # stamp (16), magic (1), batch CRC (4)
+_TAIL = struct.Struct(">IH")
+_CRC = struct.Struct(">I")
+
+
+def encode_entry_head(name: bytes, stamp: bytes, batch_total: int, magic_and_crc: Buffer) -> bytes:
+    """The entry's fixed part and name; the batch follows it. ``stamp`` is the batch's first 16
+    bytes and ``magic_and_crc`` starts with its next 5 (see the layout: the entry CRC covers
+    them, the batch CRC the rest)."""
+    tail = _TAIL.pack(2 + len(name) + batch_total, len(name)) + name
+    crc = crc32c.crc32c(bytes(magic_and_crc[:5]), crc32c.crc32c(stamp, crc32c.crc32c(tail)))
+    return _CRC.pack(crc) + tail
 
 
 @dataclass
@@ -89,10 +96,16 @@ def scan(file: File) -> tuple[list[JournalEntry], JournalStop | None]:
         end = pos + 8 + body_length
         if body_length < 2 + name_length or body_length > ENTRY_BYTES_MAX or end > len(raw):
             return entries, JournalStop(pos, f"entry length {body_length} out of range")
-        if crc32c.crc32c(view[pos + CRC_COVERS_FROM : end]) != crc:
+        batch_at = pos + ENTRY_BYTES + name_length
+        if end - batch_at < BATCH_BYTES_COVERED or crc32c.crc32c(view[pos + CRC_COVERS_FROM : batch_at + BATCH_BYTES_COVERED]) != crc:
             return entries, JournalStop(pos, "CRC32C mismatch")
-        name = bytes(view[pos + ENTRY_BYTES : pos + ENTRY_BYTES + name_length]).decode("utf-8", "replace")
-        entries.append(JournalEntry(pos, name, bytes(view[pos + ENTRY_BYTES + name_length : end])))
+        batch = bytes(view[batch_at:end])
+        try:
+            rb.validate(batch)
+        except InvalidBatchError as exc:
+            return entries, JournalStop(pos, f"journaled batch is damaged: {exc}")
+        name = bytes(view[pos + ENTRY_BYTES : batch_at]).decode("utf-8", "replace")
+        entries.append(JournalEntry(pos, name, batch))
         pos = end
     return entries, None
 

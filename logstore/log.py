@@ -19,7 +19,6 @@ from logstore.batch import BatchHeader, Record
 from logstore.config import FLUSH_SYNC, LogConfig
 from logstore.errors import (
     ClosedError,
-    InvalidBatchError,
     LogFailedError,
     LogstoreError,
     OffsetOutOfRangeError,
@@ -133,22 +132,20 @@ class Log:
         its offsets. Returns when the batch is acknowledged under the log's flush policy."""
         if self.failure is not None or self.closed:
             self._check_writable()
-        h = rb.validate(batch, limit=self.config.batch_bytes_max)
-        total = h.total_bytes
-        if total != len(batch):
-            raise InvalidBatchError(f"{len(batch) - total} bytes follow the batch")
+        count, batch_length, max_ts = rb.validate_for_append(batch, self.config.batch_bytes_max)
+        total = len(batch)
         base = self.assigned_offset
-        next_offset = self.assigned_offset = base + h.record_count
-        parts: list[Buffer] = [rb.STAMP.pack(base, h.batch_length, leader_epoch), memoryview(batch)[rb.STAMP_BYTES:]]
-        result = AppendResult(base, next_offset - 1, h.max_timestamp_ms)
+        next_offset = self.assigned_offset = base + count
+        parts: list[Buffer] = [rb.STAMP.pack(base, batch_length, leader_epoch), memoryview(batch)[rb.STAMP_BYTES:]]
+        result = AppendResult(base, next_offset - 1, max_ts)
         if self.is_sync:
             # One future per group-commit round, shared by every append in it.
-            await self.hooks.enqueue_sync(self, parts, total, next_offset, h.max_timestamp_ms)
+            await self.hooks.enqueue_sync(self, parts, total, next_offset, max_ts)
             if self.committed_offset < next_offset:
                 raise LogFailedError(f"log {self.name} is fail-stopped: {self.failure}")
             return result
         try:
-            self.write(parts, total, next_offset, h.max_timestamp_ms)
+            self.write(parts, total, next_offset, max_ts)
         except OSError as exc:
             self.fail(exc)
             raise LogFailedError(f"write to log {self.name} failed: {exc}") from exc

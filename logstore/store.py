@@ -429,11 +429,14 @@ class Store:
             assert self.journal is not None and future is not None
             journal = self.journal
             parts: list[Buffer] = []
+            nbytes = 0
             for p in queue:
-                parts.append(jn.encode_entry_head(p.log.name_bytes, p.parts))
-                parts += p.parts
+                stamp, rest = p.parts
+                head = jn.encode_entry_head(p.log.name_bytes, stamp, p.total, rest)  # type: ignore[arg-type]
+                parts += (head, stamp, rest)
+                nbytes += len(head) + p.total
             try:
-                journal.write_round(parts, sum(map(len, parts)))
+                journal.write_round(parts, nbytes)
             except OSError as exc:
                 self._fail_store(exc, future)
                 return

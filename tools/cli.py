@@ -31,6 +31,9 @@ COMMANDS: dict[str, Command] = {
     "dump": Command("decode and show a segment, index, journal, checkpoint, log or store", "tools.dump:main"),
     "verify": Command("check a whole store read-only", "tools.verify:main"),
     "bench": Command("run the storage benchmarks", "tools.bench:main"),
+    "serve": Command("run an embedded name server and one RocketMQ broker", "tools.serve:main"),
+    "namesrv": Command("run a RocketMQ name server", "tools.serve:namesrv_main"),
+    "broker": Command("run a RocketMQ broker (-c broker.conf)", "tools.serve:broker_main"),
 }
 
 

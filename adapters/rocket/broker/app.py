@@ -1,0 +1,93 @@
+"""Processes: ``serve`` (embedded name server + one broker), ``namesrv``, ``broker``.
+
+Each prints one machine-readable line to stdout once listening, e.g.::
+
+    READY namesrv=127.0.0.1:9876 broker=127.0.0.1:10911
+
+and stops gracefully on SIGTERM/SIGINT: unregister from the name servers, stop serving, save
+consumer offsets and the key index, close the store (flush, checkpoint, clean-shutdown marker).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Callable
+
+from adapters.rocket.namesrv import NameServer
+
+from .broker import Broker
+from .config import BrokerConfig, config_from_env
+
+log = logging.getLogger(__name__)
+
+
+def install_loop_policy() -> None:
+    """uvloop when installed (faster sockets and timers); asyncio's loop otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return
+    asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+def ready(**addrs: str) -> None:
+    print("READY " + " ".join(f"{k}={v}" for k, v in addrs.items()), flush=True)
+
+
+async def _stop_signal() -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    log.info("stop signal received; shutting down")
+
+
+async def serve(config: BrokerConfig, namesrv_port: int, host: str = "127.0.0.1",
+                stop: Callable[[], asyncio.Future[None]] | None = None) -> None:
+    namesrv = NameServer(host, namesrv_port)
+    await namesrv.start()
+    try:
+        own = f"127.0.0.1:{namesrv.port}" if host in ("0.0.0.0", "127.0.0.1") else namesrv.address
+        config.namesrv_addr = ";".join([own, *[a for a in config.namesrv_addrs if a != own]])
+        broker = await Broker.open(config, host)
+        try:
+            await broker.start()
+            await broker.registrar.register_all()  # routes exist before READY
+            ready(namesrv=own, broker=config.broker_addr)
+            await (stop() if stop else _stop_signal())
+        finally:
+            await broker.close()
+    finally:
+        await namesrv.close()
+
+
+async def run_broker(config: BrokerConfig, host: str = "127.0.0.1") -> None:
+    config_from_env(config)
+    broker = await Broker.open(config, host)
+    try:
+        await broker.start()
+        ready(broker=config.broker_addr)
+        await _stop_signal()
+    finally:
+        await broker.close()
+
+
+async def run_namesrv(port: int, host: str = "127.0.0.1") -> None:
+    namesrv = NameServer(host, port)
+    await namesrv.start()
+    try:
+        ready(namesrv=f"{host}:{namesrv.port}")
+        await _stop_signal()
+    finally:
+        await namesrv.close()
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(stream=sys.stderr, level=getattr(logging, level.upper(), logging.INFO),
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")

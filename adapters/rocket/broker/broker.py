@@ -1,0 +1,158 @@
+"""The broker: one logstore Store, the managers around it, and the request processors wired
+to a RemotingServer.
+
+Layout under ``storePathRootDir``: the store's own files (``logs/``, ``journal/``, checkpoint)
+plus ``config/`` (topics.json, consumerOffset.json, subscriptionGroup.json, queueIds.json).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from adapters.rocket.remoting import (
+    Connection,
+    RemotingCommand,
+    RemotingServer,
+    RequestCode,
+    ResponseCode,
+)
+from logstore import LogConfig, Store, StoreConfig
+
+from .admin import GET_BROKER_RUNTIME_INFO, AdminProcessor
+from .clients import ClientManager
+from .config import BrokerConfig
+from .consumers import BadRequest, ConsumerProcessor
+from .keyindex import KeyIndex
+from .locks import QueueLockManager
+from .offsets import ConsumerOffsetManager
+from .persist import JsonFile
+from .pull import PullProcessor
+from .queues import QueueStore
+from .registration import Registrar
+from .send import SendProcessor
+from .subscriptions import SubscriptionGroupManager
+from .topics import TopicConfig, TopicConfigManager
+
+log = logging.getLogger(__name__)
+
+BATCH_BYTES_LIMIT = 64 * 1024 * 1024
+HandlerFn = Callable[[Connection, RemotingCommand], Awaitable[RemotingCommand | None]]
+
+
+def log_config_for(config: BrokerConfig) -> LogConfig:
+    # A SEND_BATCH body of maxMessageSize grows when stored (each message gains ~100 bytes of
+    # stored header plus the topic), so a queue log accepts batches a few times larger.
+    batch_max = min(BATCH_BYTES_LIMIT, max(4 * config.max_message_size, 4 * 1024 * 1024) + 64 * 1024)
+    return LogConfig(flush=config.log_flush, flush_interval_ms=config.flush_interval_commit_log,
+                     retention_ms=config.file_reserved_time * 3600 * 1000, batch_bytes_max=batch_max)
+
+
+class Broker:
+    def __init__(self, config: BrokerConfig, store: Store, server: RemotingServer) -> None:
+        self.config = config
+        self.store = store
+        self.server = server
+        io, root = store.io, store.root
+        lc = log_config_for(config)
+        self.topics = TopicConfigManager(JsonFile(io, root, "topics.json"))
+        self.subscriptions = SubscriptionGroupManager(JsonFile(io, root, "subscriptionGroup.json"),
+                                                      config.auto_create_subscription_group)
+        self.offsets = ConsumerOffsetManager(JsonFile(io, root, "consumerOffset.json"), store.run_blocking)
+        self.queues = QueueStore(store, JsonFile(io, root, "queueIds.json"), lc)
+        self.key_index = KeyIndex(store, LogConfig(flush="async", retention_ms=lc.retention_ms))
+        self.clients = ClientManager(config.channel_expired_timeout)
+        self.locks = QueueLockManager(config.lock_expire_ms)
+        self.registrar = Registrar(config, self.topics.wrapper)
+        self.pull = PullProcessor(self)
+        self.consumer = ConsumerProcessor(self)
+        self.admin = AdminProcessor(self)
+        self.send: SendProcessor  # needs the bound port: made in start()
+
+    @classmethod
+    async def open(cls, config: BrokerConfig, host: str = "0.0.0.0") -> Broker:
+        config.validate()
+        store = await Store.open(config.store_path_root_dir, config=StoreConfig(default_log_config=log_config_for(config)))
+        if store.report.bytes_cut:
+            log.warning("store recovered after an unclean stop: %d bytes cut", store.report.bytes_cut)
+        server = RemotingServer(host, config.listen_port, name="broker")
+        return cls(config, store, server)
+
+    async def start(self) -> None:
+        for name in self.topics.topics:  # queue logs a crash kept from being created
+            await self._ensure_queues(self.topics.topics[name])
+        reindexed = await self.key_index.open((t, lg, lid) for t, _q, lg, lid in self.queues.all_queues())
+        if reindexed:
+            log.info("re-indexed %d messages", reindexed)
+        await self.server.start()
+        self.config.listen_port = self.server.port
+        self.send = SendProcessor(self)
+        self._register_handlers()
+        self.server.add_disconnect_listener(self.clients.on_disconnect)
+        self.offsets.start()
+        self.clients.start()
+        self.registrar.start()
+        log.info("broker %s listening on %s", self.config.broker_name, self.config.broker_addr)
+
+    async def close(self) -> None:
+        await self.registrar.close()
+        await self.server.close()
+        await self.clients.close()
+        await self.key_index.close()
+        await self.offsets.close()
+        await self.store.close()
+
+    def _register_handlers(self) -> None:
+        c, a, s = self.consumer, self.admin, self.send
+        table: dict[int, HandlerFn] = {
+            RequestCode.SEND_MESSAGE: s.send, RequestCode.SEND_MESSAGE_V2: s.send_v2,
+            RequestCode.SEND_BATCH_MESSAGE: s.send_batch, RequestCode.PULL_MESSAGE: self.pull.pull,
+            RequestCode.QUERY_CONSUMER_OFFSET: c.query_offset, RequestCode.UPDATE_CONSUMER_OFFSET: c.update_offset,
+            RequestCode.GET_MAX_OFFSET: c.max_offset, RequestCode.GET_MIN_OFFSET: c.min_offset,
+            RequestCode.SEARCH_OFFSET_BY_TIMESTAMP: c.search_offset, RequestCode.HEART_BEAT: c.heartbeat,
+            RequestCode.UNREGISTER_CLIENT: c.unregister_client,
+            RequestCode.GET_CONSUMER_LIST_BY_GROUP: c.consumer_list,
+            RequestCode.LOCK_BATCH_MQ: c.lock_batch, RequestCode.UNLOCK_BATCH_MQ: c.unlock_batch,
+            RequestCode.QUERY_MESSAGE: a.query_message, RequestCode.VIEW_MESSAGE_BY_ID: a.view_by_id,
+            RequestCode.GET_CONSUME_STATS: a.consume_stats, RequestCode.UPDATE_AND_CREATE_TOPIC: a.update_topic,
+            RequestCode.DELETE_TOPIC_IN_BROKER: a.delete_topic, RequestCode.GET_ALL_TOPIC_CONFIG: a.all_topic_config,
+            RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: a.update_subscription_group,
+            GET_BROKER_RUNTIME_INFO: a.runtime_info,
+        }
+        for code, fn in table.items():
+            self.server.register(code, _refusing_bad_requests(fn))
+
+    # -- topic lifecycle (used by processors) ------------------------------------------------------
+
+    async def create_topic(self, config: TopicConfig, *, register_now: bool = False) -> TopicConfig:
+        """Create or update a topic and its queue logs. ``register_now``: tell the name servers
+        before returning (admin requests, so a route query right after sees the topic)."""
+        old = self.topics.get(config.topic_name)
+        if old != config:
+            self.topics.put(config)  # rare admin change: a short blocking fsync is fine
+        await self._ensure_queues(config)
+        if old != config and register_now:
+            await self.registrar.register_all()
+        elif old != config:
+            self.registrar.kick()
+        return config
+
+    async def _ensure_queues(self, config: TopicConfig) -> None:
+        for qid in range(config.queue_nums):
+            await self.queues.get_or_create(config.topic_name, qid)
+
+    async def delete_topic(self, topic: str) -> None:
+        self.topics.delete(topic)
+        await self.queues.delete_topic(topic)
+        await self.offsets.delete_topic(topic)
+        await self.registrar.register_all()
+
+
+def _refusing_bad_requests(fn: HandlerFn) -> HandlerFn:
+    async def wrapped(conn: Connection, cmd: RemotingCommand) -> RemotingCommand | None:
+        try:
+            return await fn(conn, cmd)
+        except BadRequest as exc:
+            return cmd.make_response(ResponseCode.SYSTEM_ERROR, str(exc))
+
+    return wrapped

@@ -1,0 +1,185 @@
+"""BrokerConfig: RocketMQ ``broker.conf`` keys, their defaults, and a java-properties reader.
+
+Keys keep RocketMQ's names (``brokerName``, ``flushDiskType``, ...) in the file; attributes are
+their snake_case twins. Unknown keys are kept in ``extra`` and logged, never fatal: a broker.conf
+written for Apache RocketMQ loads here unchanged.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any
+
+from logstore import FLUSH_ASYNC, FLUSH_SYNC
+
+log = logging.getLogger(__name__)
+
+SYNC_FLUSH = "SYNC_FLUSH"
+ASYNC_FLUSH = "ASYNC_FLUSH"
+
+
+@dataclass
+class BrokerConfig:
+    broker_name: str = "broker-a"
+    broker_cluster_name: str = "DefaultCluster"
+    broker_id: int = 0
+    namesrv_addr: str = ""  # ';'-separated host:port list
+    listen_port: int = 10911
+    broker_ip1: str = "127.0.0.1"
+    store_path_root_dir: str = "./data"
+    flush_disk_type: str = ASYNC_FLUSH
+    flush_interval_commit_log: int = 500  # ms, ASYNC_FLUSH
+    auto_create_topic_enable: bool = False
+    auto_create_subscription_group: bool = True
+    default_topic_queue_nums: int = 8
+    max_message_size: int = 4 * 1024 * 1024
+    register_name_server_period: int = 30_000  # ms
+    channel_expired_timeout: int = 120_000  # ms
+    long_polling_enable: bool = True
+    pull_held_max: int = 10_000  # long-polling pulls parked at once
+    max_transfer_bytes_on_message_in_memory: int = 1024 * 1024  # per pull response
+    max_transfer_count_on_message_in_memory: int = 1024  # per pull response
+    flush_consumer_offset_interval: int = 5000  # ms
+    sync_flush_timeout: int = 5000  # ms: FLUSH_DISK_TIMEOUT past this
+    lock_expire_ms: int = 60_000  # rocketmq.broker.rebalance.lockMaxLiveTime
+    file_reserved_time: int = 72  # hours
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def namesrv_addrs(self) -> list[str]:
+        return [a.strip() for a in self.namesrv_addr.split(";") if a.strip()]
+
+    @property
+    def log_flush(self) -> str:
+        """logstore's flush policy for this flushDiskType."""
+        return FLUSH_SYNC if self.flush_disk_type == SYNC_FLUSH else FLUSH_ASYNC
+
+    @property
+    def broker_addr(self) -> str:
+        return f"{self.broker_ip1}:{self.listen_port}"
+
+    def validate(self) -> None:
+        if self.flush_disk_type not in (SYNC_FLUSH, ASYNC_FLUSH):
+            raise ValueError(f"flushDiskType must be {SYNC_FLUSH} or {ASYNC_FLUSH}, not {self.flush_disk_type!r}")
+        if not 0 < self.max_message_size <= 64 * 1024 * 1024:
+            raise ValueError("maxMessageSize must be between 1 B and 64 MiB")
+        if not 1 <= self.default_topic_queue_nums <= 1024:
+            raise ValueError("defaultTopicQueueNums must be between 1 and 1024")
+        if not 0 <= self.listen_port <= 65535:
+            raise ValueError("listenPort must be a TCP port")
+
+    def update(self, values: dict[str, str]) -> None:
+        """Apply RocketMQ-named keys (camelCase) from a properties file or flags."""
+        by_key = {_camel(f.name): f for f in fields(self) if f.name != "extra"}
+        for key, raw in values.items():
+            f = by_key.get(key)
+            if f is None:
+                log.info("broker config key %s is not used here (kept, ignored)", key)
+                self.extra[key] = raw
+                continue
+            setattr(self, f.name, _convert(raw, getattr(self, f.name), key))
+        self.validate()
+
+    @classmethod
+    def load(cls, path: str | None = None, overrides: dict[str, str] | None = None) -> BrokerConfig:
+        cfg = cls()
+        values: dict[str, str] = {}
+        if path:
+            with open(path, encoding="utf-8") as f:
+                values.update(parse_properties(f.read()))
+        values.update(overrides or {})
+        cfg.update(values)
+        return cfg
+
+
+def _camel(snake: str) -> str:
+    head, *rest = snake.split("_")
+    name = head + "".join(p.capitalize() for p in rest)
+    return {"brokerIp1": "brokerIP1"}.get(name, name)
+
+
+def _convert(raw: str, current: Any, key: str) -> Any:
+    if isinstance(current, bool):
+        if raw.lower() not in ("true", "false"):
+            raise ValueError(f"{key} must be true or false, not {raw!r}")
+        return raw.lower() == "true"
+    if isinstance(current, int):
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError(f"{key} must be an integer, not {raw!r}") from None
+    return raw
+
+
+_CONTINUATION = re.compile(r"(?<!\\)(\\\\)*\\$")
+
+
+def parse_properties(text: str) -> dict[str, str]:
+    """Java ``.properties``: ``key=value`` / ``key: value`` / ``key value``, ``#``/``!``
+    comments, backslash line continuations and the usual escapes."""
+    out: dict[str, str] = {}
+    logical = ""
+    for line in text.splitlines():
+        stripped = line.lstrip()
+        if not logical and (not stripped or stripped[0] in "#!"):
+            continue
+        if _CONTINUATION.search(stripped):
+            logical += stripped[:-1]
+            continue
+        logical += stripped
+        key, value = _split_pair(logical)
+        out[key] = value
+        logical = ""
+    if logical:
+        key, value = _split_pair(logical)
+        out[key] = value
+    return out
+
+
+def _split_pair(line: str) -> tuple[str, str]:
+    i = 0
+    key = []
+    while i < len(line):
+        ch = line[i]
+        if ch == "\\" and i + 1 < len(line):
+            key.append(_unescape(line[i + 1]))
+            i += 2
+            continue
+        if ch in "=: \t":
+            break
+        key.append(ch)
+        i += 1
+    rest = line[i:].lstrip(" \t")
+    if rest[:1] in ("=", ":"):
+        rest = rest[1:].lstrip(" \t")
+    return "".join(key), _unescape_all(rest)
+
+
+def _unescape(ch: str) -> str:
+    return {"t": "\t", "n": "\n", "r": "\r", "f": "\f"}.get(ch, ch)
+
+
+def _unescape_all(text: str) -> str:
+    out = []
+    i = 0
+    while i < len(text):
+        if text[i] == "\\" and i + 1 < len(text):
+            if text[i + 1] == "u" and i + 6 <= len(text):
+                out.append(chr(int(text[i + 2 : i + 6], 16)))
+                i += 6
+                continue
+            out.append(_unescape(text[i + 1]))
+            i += 2
+            continue
+        out.append(text[i])
+        i += 1
+    return "".join(out)
+
+
+def config_from_env(cfg: BrokerConfig) -> None:
+    """``NAMESRV_ADDR`` as RocketMQ's scripts use it (only when the file left it empty)."""
+    if not cfg.namesrv_addr and os.environ.get("NAMESRV_ADDR"):
+        cfg.namesrv_addr = os.environ["NAMESRV_ADDR"]

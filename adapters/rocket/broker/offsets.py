@@ -1,0 +1,126 @@
+"""Consumer offsets per (group, topic, queue) in ``config/consumerOffset.json``.
+
+Offsets only move forward (a commit below the stored offset is ignored) unless an admin resets
+them. Durability is group-committed: a change marks the table dirty and wakes one writer task
+that saves the whole table atomically (in a worker thread) and then wakes everyone who changed
+it before that save began. ``commit(..., durable=True)`` waits for that save (an explicit
+UPDATE_CONSUMER_OFFSET); a commit piggybacked on a pull does not wait. Saves are back to back
+under load, so their cost is amortised over every commit that arrived during the previous one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from .persist import JsonFile
+
+log = logging.getLogger(__name__)
+
+KEY_SEPARATOR = "@"  # RocketMQ keys the table "topic@group"
+
+
+class ConsumerOffsetManager:
+    def __init__(self, file: JsonFile, run_blocking: Callable[[Callable[[], None]], Any]) -> None:
+        self.file = file
+        self._run_blocking = run_blocking
+        doc = file.load()
+        self.table: dict[str, dict[int, int]] = {
+            key: {int(q): int(o) for q, o in queues.items()}
+            for key, queues in (doc.get("offsetTable") or {}).items()
+        }
+        self._version = 0  # bumped by every change
+        self._saved_version = 0
+        self._saved = asyncio.Event()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.saves = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._writer(), name="consumer-offset-writer")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._saved_version != self._version:
+            self.file.save(self._snapshot())
+            self._saved_version = self._version
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def query(self, group: str, topic: str, queue_id: int) -> int | None:
+        return self.table.get(f"{topic}{KEY_SEPARATOR}{group}", {}).get(queue_id)
+
+    def groups_of_topic(self, topic: str) -> list[str]:
+        return sorted(k.split(KEY_SEPARATOR, 1)[1] for k in self.table if k.split(KEY_SEPARATOR, 1)[0] == topic)
+
+    def topics_of_group(self, group: str) -> list[str]:
+        return sorted(k.split(KEY_SEPARATOR, 1)[0] for k in self.table if k.split(KEY_SEPARATOR, 1)[1] == group)
+
+    def offsets(self, group: str, topic: str) -> dict[int, int]:
+        return dict(self.table.get(f"{topic}{KEY_SEPARATOR}{group}", {}))
+
+    # -- changes -----------------------------------------------------------------------------------
+
+    async def commit(self, group: str, topic: str, queue_id: int, offset: int, *, durable: bool) -> bool:
+        """Advance the offset (never backwards). Returns whether it moved."""
+        queues = self.table.setdefault(f"{topic}{KEY_SEPARATOR}{group}", {})
+        moved = offset > queues.get(queue_id, -1)
+        if moved:
+            queues[queue_id] = offset
+            self._changed()
+        if durable:
+            await self.wait_saved()
+        return moved
+
+    async def reset(self, group: str, topic: str, queue_id: int, offset: int) -> None:
+        """Admin reset: may move backwards. Durable when it returns."""
+        self.table.setdefault(f"{topic}{KEY_SEPARATOR}{group}", {})[queue_id] = offset
+        self._changed()
+        await self.wait_saved()
+
+    async def delete_topic(self, topic: str) -> None:
+        for key in [k for k in self.table if k.split(KEY_SEPARATOR, 1)[0] == topic]:
+            del self.table[key]
+        self._changed()
+        await self.wait_saved()
+
+    def _changed(self) -> None:
+        self._version += 1
+        self._wake.set()
+
+    async def wait_saved(self) -> None:
+        target = self._version
+        while self._saved_version < target:
+            if self._task is None or self._task.done():
+                raise RuntimeError("consumer offset writer is not running")
+            await self._saved.wait()
+
+    # -- writer ------------------------------------------------------------------------------------
+
+    def _snapshot(self) -> dict[str, Any]:
+        return {"offsetTable": {k: {str(q): o for q, o in sorted(v.items())} for k, v in self.table.items()}}
+
+    async def _writer(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            version = self._version
+            snapshot = self._snapshot()
+            try:
+                await self._run_blocking(lambda s=snapshot: self.file.save(s))  # type: ignore[misc]
+            except OSError:
+                log.exception("saving consumer offsets failed; retrying in 1 s")
+                await asyncio.sleep(1.0)
+                self._wake.set()
+                continue
+            self.saves += 1
+            self._saved_version = version
+            saved, self._saved = self._saved, asyncio.Event()
+            saved.set()

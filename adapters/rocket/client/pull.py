@@ -1,0 +1,75 @@
+"""One PULL_MESSAGE round trip, shared by the push and the lite pull consumer.
+
+The broker filters by tag hash; ``pull_once`` decodes the body, inflates compressed bodies,
+restores retry messages' real topic and drops messages whose exact tag is not subscribed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..message import PROPERTY_MAX_OFFSET, PROPERTY_MIN_OFFSET, Message, decode_stored
+from ._msgutil import prepare_pulled
+from .api import PULL_FLAG_COMMIT_OFFSET, PULL_FLAG_SUBSCRIPTION, PULL_FLAG_SUSPEND
+from .common import MessageQueue, PullStatus
+from .filter import SubscriptionData
+from .instance import MQClientInstance
+
+# How much longer than the broker may hold a pull we wait for its answer.
+SUSPEND_GRACE_S = 15.0
+
+
+@dataclass(frozen=True)
+class PullResult:
+    pull_status: PullStatus
+    next_begin_offset: int
+    min_offset: int
+    max_offset: int
+    msg_found_list: list[Message]
+
+
+async def pull_once(
+    instance: MQClientInstance,
+    group: str,
+    mq: MessageQueue,
+    subscription: SubscriptionData,
+    offset: int,
+    max_nums: int,
+    *,
+    commit_offset: int = -1,
+    suspend_timeout_ms: int = 0,
+    timeout_s: float | None = None,
+) -> PullResult:
+    """Pull up to ``max_nums`` messages from ``offset``. With ``suspend_timeout_ms`` the broker
+    may hold the request that long waiting for a message (long polling)."""
+    sys_flag = PULL_FLAG_SUBSCRIPTION
+    if commit_offset > 0:
+        sys_flag |= PULL_FLAG_COMMIT_OFFSET
+    if suspend_timeout_ms > 0:
+        sys_flag |= PULL_FLAG_SUSPEND
+    header = {
+        "consumerGroup": group,
+        "topic": mq.topic,
+        "queueId": mq.queue_id,
+        "queueOffset": offset,
+        "maxMsgNums": max_nums,
+        "sysFlag": sys_flag,
+        "commitOffset": max(commit_offset, 0),
+        "suspendTimeoutMillis": suspend_timeout_ms,
+        "subscription": subscription.sub_string,
+        "subVersion": subscription.sub_version,
+        "expressionType": subscription.expression_type,
+    }
+    if timeout_s is None:
+        timeout_s = suspend_timeout_ms / 1000 + SUSPEND_GRACE_S
+    addr = await instance.find_master_addr(mq)
+    raw = await instance.api.pull_message(addr, header, timeout_s)
+    msgs: list[Message] = []
+    if raw.pull_status == PullStatus.FOUND and raw.body:
+        for msg in decode_stored(raw.body):
+            if not subscription.matches(msg.tags):
+                continue
+            msg.properties[PROPERTY_MIN_OFFSET] = str(raw.min_offset)
+            msg.properties[PROPERTY_MAX_OFFSET] = str(raw.max_offset)
+            msgs.append(prepare_pulled(msg))
+    return PullResult(raw.pull_status, raw.next_begin_offset, raw.min_offset, raw.max_offset, msgs)

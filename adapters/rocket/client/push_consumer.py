@@ -1,0 +1,372 @@
+"""PushConsumer: RocketMQ's DefaultMQPushConsumer (concurrent listener) on asyncio.
+
+"Push" is long polling underneath: one pull loop per owned queue asks the broker for up to
+``pull_batch_size`` messages and lets it hold the request up to ``broker_suspend_max_time_ms``
+when there are none. Pulled messages go to a ProcessQueue and are handed to the listener in
+batches of ``consume_message_batch_max_size``, at most ``consume_thread_max`` at a time. A queue
+with more than ``pull_threshold_for_queue`` messages in flight stops pulling (flow control).
+
+The committed offset of a queue is the lowest offset still in flight, so a crash re-delivers,
+never skips. A failed message (RECONSUME_LATER, an exception) goes back to the broker with
+CONSUMER_SEND_MSG_BACK (clustering); broadcasting drops it with a warning, as RocketMQ does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+from ..message import Message
+from .allocate import AllocateMessageQueueAveragely, AllocateMessageQueueStrategy
+from .common import (
+    RETRY_GROUP_TOPIC_PREFIX,
+    ConsumeConcurrentlyStatus,
+    ConsumeFromWhere,
+    ConsumeType,
+    MessageModel,
+    MessageQueue,
+    PullStatus,
+)
+from .config import ClientConfig
+from .errors import MQClientError
+from .filter import SubscriptionData, build_subscription
+from .instance import MQClientInstance, MQClientManager
+from .listener import ConsumeConcurrentlyContext, Listener, call_listener, listener_function
+from .offset_store import LocalFileOffsetStore, OffsetStore, RemoteBrokerOffsetStore
+from .process_queue import ProcessQueue
+from .pull import pull_once
+from .rebalance import RebalanceImpl
+from .start_offset import compute_pull_from_where, default_consume_timestamp
+
+log = logging.getLogger(__name__)
+
+PULL_DELAY_WHEN_FLOW_CONTROL_S = 0.05
+PULL_DELAY_WHEN_EXCEPTION_S = 3.0
+CONSUME_LATER_DELAY_S = 5.0  # RocketMQ's submitConsumeRequestLater
+SHUTDOWN_WAIT_S = 5.0  # how long shutdown waits for running listeners before committing
+
+
+class PushConsumer:
+    def __init__(
+        self,
+        consumer_group: str,
+        *,
+        namesrv_addr: str | None = None,
+        client_config: ClientConfig | None = None,
+        message_model: MessageModel = MessageModel.CLUSTERING,
+        consume_from_where: ConsumeFromWhere = ConsumeFromWhere.CONSUME_FROM_LAST_OFFSET,
+        consume_timestamp: str | None = None,
+        allocate_message_queue_strategy: AllocateMessageQueueStrategy | None = None,
+        consume_thread_min: int = 20,
+        consume_thread_max: int = 20,
+        pull_threshold_for_queue: int = 1000,
+        pull_batch_size: int = 32,
+        consume_message_batch_max_size: int = 1,
+        broker_suspend_max_time_ms: int = 15_000,
+        max_reconsume_times: int = 16,
+        offsets_dir: str | Path | None = None,
+    ) -> None:
+        if consume_thread_min > consume_thread_max or consume_thread_max < 1:
+            raise ValueError("need 1 <= consume_thread_min <= consume_thread_max")
+        if not 1 <= consume_message_batch_max_size <= 1024:
+            raise ValueError("consume_message_batch_max_size must be in [1, 1024]")
+        if not 1 <= pull_batch_size <= 1024:
+            raise ValueError("pull_batch_size must be in [1, 1024]")
+        self.group = consumer_group
+        self.client_config = client_config or ClientConfig()
+        if namesrv_addr is not None:
+            self.client_config.namesrv_addr = namesrv_addr
+        self.message_model = message_model
+        self.consume_from_where = consume_from_where
+        self.consume_timestamp = consume_timestamp or default_consume_timestamp()
+        self.allocate_message_queue_strategy = (
+            allocate_message_queue_strategy or AllocateMessageQueueAveragely()
+        )
+        self.consume_thread_min = consume_thread_min
+        self.consume_thread_max = consume_thread_max
+        self.pull_threshold_for_queue = pull_threshold_for_queue
+        self.pull_batch_size = pull_batch_size
+        self.consume_message_batch_max_size = consume_message_batch_max_size
+        self.broker_suspend_max_time_ms = broker_suspend_max_time_ms
+        self.max_reconsume_times = max_reconsume_times
+        self.offsets_dir = offsets_dir
+        self.pull_delay_when_exception_s = PULL_DELAY_WHEN_EXCEPTION_S
+        self.consume_later_delay_s = CONSUME_LATER_DELAY_S
+        self.subscriptions: dict[str, SubscriptionData] = {}
+        self._listener_fn: Any = None
+        self._instance: MQClientInstance | None = None
+        self._offset_store: OffsetStore | None = None
+        self._rebalance: RebalanceImpl | None = None
+        self._pull_tasks: dict[MessageQueue, asyncio.Task[None]] = {}
+        self._consume_tasks: set[asyncio.Task[None]] = set()
+        self._semaphore: asyncio.Semaphore | None = None
+        self._executor: ThreadPoolExecutor | None = None
+        self._rebalance_lock: asyncio.Lock | None = None
+
+    # -- configuration ----------------------------------------------------------------------
+
+    def subscribe(self, topic: str, sub_expression: str = "*") -> None:
+        """``"*"`` for every message, ``"tagA || tagB"`` for those tags only."""
+        self.subscriptions[topic] = build_subscription(topic, sub_expression)
+
+    def unsubscribe(self, topic: str) -> None:
+        self.subscriptions.pop(topic, None)
+
+    def register_message_listener(self, listener: Listener) -> None:
+        self._listener_fn = listener_function(listener)
+
+    @property
+    def retry_topic(self) -> str:
+        return RETRY_GROUP_TOPIC_PREFIX + self.group
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if self._instance is not None:
+            return
+        if self._listener_fn is None:
+            raise MQClientError("register a message listener before start()")
+        if not self.subscriptions:
+            raise MQClientError("subscribe to a topic before start()")
+        if self.message_model == MessageModel.CLUSTERING:
+            # Retried messages come back on the group's retry topic (once the broker has it).
+            self.subscriptions.setdefault(self.retry_topic, build_subscription(self.retry_topic, "*"))
+        instance = await MQClientManager.acquire(self.client_config)
+        instance.register_consumer(self)
+        self._instance = instance
+        self._semaphore = asyncio.Semaphore(self.consume_thread_max)
+        self._executor = ThreadPoolExecutor(self.consume_thread_max, f"consume-{self.group}")
+        self._rebalance_lock = asyncio.Lock()
+        if self.message_model == MessageModel.BROADCASTING:
+            self._offset_store = LocalFileOffsetStore(instance.client_id, self.group, self.offsets_dir)
+        else:
+            self._offset_store = RemoteBrokerOffsetStore(instance, self.group)
+        await self._offset_store.load()
+        self._rebalance = RebalanceImpl(
+            instance, self.group, self.message_model, self.allocate_message_queue_strategy,
+            self.subscriptions,
+            compute_pull_from_where=self._compute_pull_from_where,
+            on_added=self._start_pulling,
+            on_removed=self._remove_unnecessary_queue,
+        )
+        for topic in self.subscriptions:
+            try:
+                await instance.update_route(topic)
+            except Exception as exc:
+                level = logging.DEBUG if topic == self.retry_topic else logging.WARNING
+                log.log(level, "group %s: no route for %s yet: %s", self.group, topic, exc)
+        await instance.send_heartbeat_to_all_brokers()
+        await self.do_rebalance()
+
+    async def shutdown(self) -> None:
+        instance, self._instance = self._instance, None
+        if instance is None:
+            return
+        rebalance = self._rebalance
+        assert rebalance is not None and self._offset_store is not None
+        for pq in rebalance.process_queue_table.values():
+            pq.dropped = True  # stops pull loops; running listeners may still finish
+        await _cancel_all(list(self._pull_tasks.values()))
+        self._pull_tasks.clear()
+        if self._consume_tasks:
+            await asyncio.wait(list(self._consume_tasks), timeout=SHUTDOWN_WAIT_S)
+        await _cancel_all(list(self._consume_tasks))
+        await self._offset_store.persist_all(list(rebalance.process_queue_table))
+        rebalance.process_queue_table.clear()
+        if self._executor is not None:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+        await instance.unregister(consumer_group=self.group)
+        await MQClientManager.release(instance)
+
+    async def __aenter__(self) -> PushConsumer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.shutdown()
+
+    # -- what the client instance asks of every consumer ------------------------------------
+
+    def heartbeat_data(self) -> dict[str, Any]:
+        return {
+            "groupName": self.group,
+            "consumeType": ConsumeType.CONSUME_PASSIVELY.value,
+            "messageModel": self.message_model.value,
+            "consumeFromWhere": self.consume_from_where.value,
+            "subscriptionDataSet": [s.to_json() for s in self.subscriptions.values()],
+            "unitMode": False,
+        }
+
+    def subscribed_topics(self) -> set[str]:
+        return set(self.subscriptions)
+
+    async def do_rebalance(self) -> None:
+        if self._rebalance is None or self._rebalance_lock is None or self._instance is None:
+            return
+        async with self._rebalance_lock:
+            await self._rebalance.do_rebalance()
+
+    async def persist_consumer_offset(self) -> None:
+        if self._rebalance is not None and self._offset_store is not None:
+            await self._offset_store.persist_all(list(self._rebalance.process_queue_table))
+
+    def assigned_queues(self) -> list[MessageQueue]:
+        """The queues this consumer owns now (after the last rebalance)."""
+        return sorted(self._rebalance.process_queue_table) if self._rebalance else []
+
+    # -- rebalance hooks --------------------------------------------------------------------
+
+    async def _compute_pull_from_where(self, mq: MessageQueue) -> int:
+        assert self._instance is not None and self._offset_store is not None
+        return await compute_pull_from_where(
+            self._instance, self._offset_store, mq, self.consume_from_where, self.consume_timestamp
+        )
+
+    def _start_pulling(self, mq: MessageQueue, pq: ProcessQueue, offset: int) -> None:
+        task = asyncio.create_task(self._pull_loop(mq, pq, offset), name=f"pull-{mq.key}")
+        self._pull_tasks[mq] = task
+        task.add_done_callback(lambda t: self._pull_tasks.pop(mq, None)
+                               if self._pull_tasks.get(mq) is t else None)
+
+    async def _remove_unnecessary_queue(self, mq: MessageQueue, pq: ProcessQueue) -> None:
+        assert self._offset_store is not None
+        task = self._pull_tasks.pop(mq, None)
+        if task is not None:
+            task.cancel()  # it may sit in a long poll for seconds; the queue is not ours now
+        await self._offset_store.persist(mq)
+        self._offset_store.remove_offset(mq)
+
+    # -- pulling ----------------------------------------------------------------------------
+
+    async def _pull_loop(self, mq: MessageQueue, pq: ProcessQueue, offset: int) -> None:
+        assert self._instance is not None and self._offset_store is not None
+        instance, store = self._instance, self._offset_store
+        subscription = self.subscriptions.get(mq.topic) or build_subscription(mq.topic, "*")
+        while not pq.dropped:
+            if pq.msg_count > self.pull_threshold_for_queue:
+                await asyncio.sleep(PULL_DELAY_WHEN_FLOW_CONTROL_S)
+                continue
+            commit = -1
+            if self.message_model == MessageModel.CLUSTERING:
+                commit = await store.read_offset(mq, from_store=False)
+            try:
+                result = await pull_once(
+                    instance, self.group, mq, subscription, offset, self.pull_batch_size,
+                    commit_offset=commit, suspend_timeout_ms=self.broker_suspend_max_time_ms,
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if pq.dropped:
+                    break
+                log.warning("group %s: pull of %s at %d failed: %s", self.group, mq, offset, exc)
+                await asyncio.sleep(self.pull_delay_when_exception_s)
+                continue
+            if pq.dropped:
+                break
+            pq.last_pull_timestamp_s = asyncio.get_running_loop().time()
+            if result.pull_status == PullStatus.OFFSET_ILLEGAL:
+                log.warning("group %s: offset %d of %s is illegal; moving to %d",
+                            self.group, offset, mq, result.next_begin_offset)
+                store.update_offset(mq, result.next_begin_offset, increase_only=False)
+            offset = result.next_begin_offset
+            if result.msg_found_list:
+                pq.put_messages(result.msg_found_list)
+                self._submit(mq, pq, result.msg_found_list)
+            elif pq.msg_count == 0:
+                # Nothing in flight and nothing matched: the filtered-out messages are done.
+                store.update_offset(mq, offset, increase_only=True)
+
+    # -- consuming --------------------------------------------------------------------------
+
+    def _submit(self, mq: MessageQueue, pq: ProcessQueue, msgs: list[Message],
+                delay_s: float = 0.0) -> None:
+        size = self.consume_message_batch_max_size
+        for i in range(0, len(msgs), size):
+            batch = msgs[i : i + size]
+            task = asyncio.create_task(self._consume(mq, pq, batch, delay_s))
+            self._consume_tasks.add(task)
+            task.add_done_callback(self._consume_tasks.discard)
+
+    async def _consume(self, mq: MessageQueue, pq: ProcessQueue, msgs: list[Message],
+                       delay_s: float) -> None:
+        if delay_s:
+            await asyncio.sleep(delay_s)
+        assert self._semaphore is not None and self._executor is not None
+        async with self._semaphore:
+            if pq.dropped:
+                return
+            context = ConsumeConcurrentlyContext(mq)
+            try:
+                status = await call_listener(self._listener_fn, msgs, context, self._executor)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("group %s: listener failed on %d messages of %s",
+                              self.group, len(msgs), mq)
+                status = ConsumeConcurrentlyStatus.RECONSUME_LATER
+        await self._process_consume_result(mq, pq, msgs, status, context)
+
+    async def _process_consume_result(
+        self, mq: MessageQueue, pq: ProcessQueue, msgs: list[Message],
+        status: ConsumeConcurrentlyStatus, context: ConsumeConcurrentlyContext,
+    ) -> None:
+        if status == ConsumeConcurrentlyStatus.CONSUME_SUCCESS:
+            ack_index = min(context.ack_index, len(msgs) - 1)
+        else:
+            ack_index = -1
+        failed = msgs[ack_index + 1 :]
+        keep: list[Message] = []
+        if failed and self.message_model == MessageModel.BROADCASTING:
+            for msg in failed:
+                log.warning("group %s: broadcast message %s failed and is dropped",
+                            self.group, msg.uniq_key or msg.msg_id)
+        elif failed and not pq.dropped:
+            for msg in failed:
+                if not await self._send_message_back(msg, context):
+                    msg.reconsume_times += 1
+                    keep.append(msg)
+        kept = {id(m) for m in keep}
+        done = [m for m in msgs if id(m) not in kept]
+        offset = pq.remove_messages(done)
+        if offset >= 0 and not pq.dropped and self._offset_store is not None:
+            self._offset_store.update_offset(mq, offset, increase_only=True)
+        if keep and not pq.dropped:
+            self._submit(mq, pq, keep, delay_s=self.consume_later_delay_s)
+
+    async def _send_message_back(self, msg: Message, context: ConsumeConcurrentlyContext) -> bool:
+        """Hand a failed message to the broker's retry machinery; False if it would not take it.
+
+        The broker side of retries (%RETRY% topics, delay levels, DLQ) comes with a later
+        issue; until then a broker answers REQUEST_CODE_NOT_SUPPORTED (3) and we redeliver
+        locally after ``consume_later_delay_s`` instead. The message stays in its ProcessQueue
+        meanwhile, so the committed offset cannot pass it and a crash re-delivers it.
+        """
+        assert self._instance is not None
+        try:
+            addr = self._instance.master_addr(context.message_queue.broker_name) or msg.store_host
+            await self._instance.api.consumer_send_message_back(
+                addr,
+                commit_log_offset=msg.commitlog_offset,
+                group=self.group,
+                delay_level=context.delay_level_when_next_consume,
+                origin_msg_id=msg.msg_id,
+                origin_topic=msg.topic,
+                max_reconsume_times=self.max_reconsume_times,
+            )
+        except Exception as exc:
+            log.info("group %s: send-back of %s refused (%s); redelivering locally in %.1f s",
+                     self.group, msg.uniq_key or msg.msg_id, exc, self.consume_later_delay_s)
+            return False
+        return True
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    with contextlib.suppress(Exception):
+        await asyncio.gather(*tasks, return_exceptions=True)
