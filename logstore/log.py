@@ -322,6 +322,9 @@ class Log:
                 continue
             for pos, h in seg.walk(found[0], limit):
                 if h.max_timestamp_ms >= timestamp_ms:
+                    if h.attributes & rb.ATTR_OPAQUE:
+                        # Records the engine may not decode: the batch is the finest grain.
+                        return max(h.base_offset, self.log_start_offset)
                     raw = seg.read_bytes(pos, pos + h.total_bytes)
                     for rec in rb.iter_records(raw):
                         if rec.timestamp_ms >= timestamp_ms and rec.offset >= self.log_start_offset:

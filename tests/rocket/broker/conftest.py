@@ -17,7 +17,7 @@ from adapters.rocket.message import Message, decode_stored, encode_batch_body
 from adapters.rocket.remoting import RemotingClient, RemotingCommand, RequestCode
 
 # SEND_MESSAGE_V2 header names (the broker's map, restated: importing broker code here would
-# import ``logstore``, which tests/logstore shadows on this test tree's sys.path).
+# import ``logstore``, which a tests/logstore folder used to shadow on this test tree's sys.path).
 V2_SHORT = {
     "producerGroup": "a", "topic": "b", "defaultTopic": "c", "defaultTopicQueueNums": "d", "queueId": "e",
     "sysFlag": "f", "bornTimestamp": "g", "flag": "h", "properties": "i", "reconsumeTimes": "j",

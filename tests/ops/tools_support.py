@@ -1,6 +1,6 @@
 """Shared helpers of the tools tests: real stores on disk, damage, and running the tools.
 
-Not a conftest.py: tests/logstore imports its own ``conftest`` by name, and a second top-level
+Not a conftest.py: tests/engine imports its own ``conftest`` by name, and a second top-level
 module of that name in the same session would shadow it.
 """
 

@@ -269,3 +269,19 @@ def test_simulated_io_refuses_sendfile() -> None:
     f = io.open("/f", create=True)
     with pytest.raises(OSError, match="sendfile"):
         io.sendfile(1, f, 0, 1)
+
+
+def test_time_lookup_on_opaque_batches_answers_the_batch(env: Env) -> None:
+    from logstore.batch import build_opaque_batch
+
+    async def body() -> None:
+        store = await env.open()
+        log = await store.create_log("q", SMALL)
+        for i in range(10):
+            await log.append(build_opaque_batch(b"m" * 20, 2, 1000 + 10 * i, 1005 + 10 * i))
+        assert log.offset_for_timestamp(1031) == 6  # the batch holding 1030..1035 starts at 6
+        assert log.offset_for_timestamp(0) == 0
+        assert log.offset_for_timestamp(5000) is None
+        await store.close()
+
+    run(body)
