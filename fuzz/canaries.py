@@ -48,11 +48,11 @@ class _NoDirSync:
 
 @contextlib.contextmanager
 def skip_dir_fsync() -> Iterator[None]:
-    def rotate(original: Callable[[jn.JournalWriter], int]) -> Callable[[jn.JournalWriter], int]:
-        def patched(self: jn.JournalWriter) -> int:
+    def rotate(original: Callable[[jn.JournalWriter, list[int]], int]) -> Callable[[jn.JournalWriter, list[int]], int]:
+        def patched(self: jn.JournalWriter, spares: list[int]) -> int:
             io, self.io = self.io, _NoDirSync(self.io)  # type: ignore[assignment]
             try:
-                return original(self)
+                return original(self, spares)
             finally:
                 self.io = io
         return patched
@@ -72,7 +72,7 @@ def ack_before_fsync() -> Iterator[None]:
         async def patched(self: st.Store) -> None:
             journal = self.journal
             if journal is not None:
-                journal.file.fdatasync = lambda: None  # type: ignore[method-assign]
+                journal.fdatasync = lambda: None  # type: ignore[method-assign]
             await original(self)
         return patched
 

@@ -417,6 +417,8 @@ def _batch_info(h: rb.BatchHeader, pos: int, raw: memoryview) -> BatchInfo:
 def _decode_records(raw: memoryview, h: rb.BatchHeader) -> tuple[list[RecordInfo], str | None]:
     """The batch's records, and why decoding stopped early (None when it did not)."""
     out: list[RecordInfo] = []
+    if h.attributes & rb.ATTR_OPAQUE:
+        return out, None  # records in the writer's own framing: not the engine's to decode
     try:
         for i, r in enumerate(rb.iter_records(raw)):
             if r.offset != h.base_offset + i:
@@ -670,7 +672,7 @@ def _check_journal(io: IO, path: str, problems: _Problems, *, keep: bool, record
         return report
     try:
         report.size_bytes = file.size()
-        entries, stop = jn.scan(file)
+        entries, stop = jn.scan(file, report.sequence if report.sequence is not None else -1)
     except OSError as exc:
         problems.add(path, 0, f"read failed: {exc.strerror or exc}")
         return report
@@ -807,7 +809,16 @@ def _log_dirs(io: IO, root: str) -> list[str]:
 
 
 def _journal_paths(io: IO, root: str) -> list[str]:
-    return [path for _seq, path in jn.iter_paths(io, root, 0)]
+    """The live journal files: from the checkpoint's journal start (older ones are retired,
+    kept only to be recycled; their contents are dead). All of them if the checkpoint is
+    unreadable (its own problem is reported elsewhere)."""
+    start = 0
+    try:
+        cp = ckpt.read(io, root)
+        start = cp.journal_start if cp is not None else 0
+    except (LogstoreError, ValueError, KeyError, TypeError):
+        start = 0
+    return [path for _seq, path in jn.iter_paths(io, root, start)]
 
 
 def describe_store(io: IO, path: str, *, records: bool = False, indexes: bool = False) -> StoreReport:

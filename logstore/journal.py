@@ -8,22 +8,31 @@ batches are also written to their logs' segments (page cache); those are fsynced
 checkpoint, which then lets the journal files it covers be deleted. RocketMQ's single commit
 log plays the same part.
 
-Files: ``<store>/journal/<20-digit sequence>.wal``, a new one per checkpoint. Entry layout
+Files: ``<store>/journal/<20-digit sequence>.wal``, a new one per checkpoint or when the
+current one is full. Files are preallocated (written with zeros and fsynced once) and then
+overwritten in place: an fdatasync of data written inside a file's size need not commit a size
+or extent change to the file system's journal, which halves its latency here (measured 145-210
+us against 275-370 us for 70 KB). Retired files are recycled (renamed to the next sequence)
+rather than deleted, so zeros are written only while the store warms up. Entry layout
 (big-endian)::
 
     offset size field
-         0    4 crc          CRC32C of bytes 4..(10+n+21): this header, the name and the
+         0    4 crc          CRC32C of bytes 4..(14+n+21): this header, the name and the
                              batch's first 21 bytes (its stamped fields, magic and CRC); the
                              rest of the batch is covered by its own CRC, checked by scan
          4    4 body_length  bytes after this field
-         8    2 name_length
-        10    n log name (UTF-8)
-      10+n    - one record batch, stamped (base offset and epoch set)
+         8    4 seq          the sequence of the file the entry was written to
+        12    2 name_length
+        14    n log name (UTF-8)
+      14+n    - one record batch, stamped (base offset and epoch set)
 
-Recovery replays, in file order, every entry of every journal file at or after the
-checkpoint's ``journal_start`` into its log when the batch's base offset equals the log's end
-(earlier ones are already there). A bad entry ends the replay of the last file (a torn tail:
-its round was never acknowledged); in any earlier file it is corruption.
+A file's entries end at the first header that is all zeros: preallocated space, or the end
+marker (ENTRY_BYTES zeros) that every round writes after its entries and the next round
+overwrites, so that what a recycled file held before never reads as a continuation. Recovery replays, in file order, every
+entry of every journal file at or after the checkpoint's ``journal_start`` into its log when the
+batch's base offset equals the log's end (earlier ones are already there). A damaged entry ends
+the replay of the last file (a torn tail: its round was never acknowledged); in any earlier
+file it is corruption.
 """
 
 from __future__ import annotations
@@ -41,7 +50,7 @@ from logstore.io import IO, Buffer, File
 
 DIRNAME = "journal"
 SUFFIX = ".wal"
-ENTRY = struct.Struct(">IIH")
+ENTRY = struct.Struct(">IIIH")
 ENTRY_BYTES = ENTRY.size
 CRC_COVERS_FROM = 4
 ENTRY_BYTES_MAX = 80 * 1024 * 1024
@@ -57,16 +66,17 @@ def parse_name(name: str) -> int | None:
     return None
 
 
+END_MARKER = bytes(ENTRY_BYTES)
 BATCH_BYTES_COVERED = 21  # stamp (16), magic (1), batch CRC (4)
-_TAIL = struct.Struct(">IH")
+_TAIL = struct.Struct(">IIH")
 _CRC = struct.Struct(">I")
 
 
-def encode_entry_head(name: bytes, stamp: bytes, batch_total: int, magic_and_crc: Buffer) -> bytes:
+def encode_entry_head(seq: int, name: bytes, stamp: bytes, batch_total: int, magic_and_crc: Buffer) -> bytes:
     """The entry's fixed part and name; the batch follows it. ``stamp`` is the batch's first 16
     bytes and ``magic_and_crc`` starts with its next 5 (see the layout: the entry CRC covers
     them, the batch CRC the rest)."""
-    tail = _TAIL.pack(2 + len(name) + batch_total, len(name)) + name
+    tail = _TAIL.pack(6 + len(name) + batch_total, seq, len(name)) + name
     crc = crc32c.crc32c(bytes(magic_and_crc[:5]), crc32c.crc32c(stamp, crc32c.crc32c(tail)))
     return _CRC.pack(crc) + tail
 
@@ -82,21 +92,39 @@ class JournalEntry:
 class JournalStop:
     position: int
     reason: str
+    bytes_cut: int = 0  # from the damaged entry to the last non-zero byte of the file
 
 
-def scan(file: File) -> tuple[list[JournalEntry], JournalStop | None]:
+def scan(file: File, seq: int) -> tuple[list[JournalEntry], JournalStop | None]:
+    """The entries of journal file ``seq`` up to its end; a JournalStop if a damaged entry
+    ended them early (None at a clean end: end of file, zeros, or another sequence's data)."""
     raw = file.pread(file.size(), 0)
+    entries, stop = _scan(raw, seq)
+    if stop is not None:
+        stop.bytes_cut = max(0, len(raw.rstrip(b"\0")) - stop.position)
+    return entries, stop
+
+
+def _scan(raw: bytes, seq: int) -> tuple[list[JournalEntry], JournalStop | None]:
     entries: list[JournalEntry] = []
     pos = 0
     view = memoryview(raw)
     while pos < len(raw):
         if len(raw) - pos < ENTRY_BYTES:
-            return entries, JournalStop(pos, "trailing bytes shorter than an entry header")
-        crc, body_length, name_length = ENTRY.unpack_from(raw, pos)
+            if any(view[pos:]):
+                return entries, JournalStop(pos, "trailing bytes shorter than an entry header")
+            return entries, None
+        crc, body_length, entry_seq, name_length = ENTRY.unpack_from(raw, pos)
+        if crc == 0 and body_length == 0:
+            return entries, None  # preallocated space
+        if entry_seq != seq and _intact(view, pos, crc, body_length, name_length):
+            return entries, None  # a whole entry of the file's previous life: recycled space
         end = pos + 8 + body_length
-        if body_length < 2 + name_length or body_length > ENTRY_BYTES_MAX or end > len(raw):
-            return entries, JournalStop(pos, f"entry length {body_length} out of range")
         batch_at = pos + ENTRY_BYTES + name_length
+        if body_length < 6 + name_length or body_length > ENTRY_BYTES_MAX or end > len(raw):
+            return entries, JournalStop(pos, f"entry length {body_length} out of range")
+        if entry_seq != seq:
+            return entries, JournalStop(pos, f"entry of sequence {entry_seq} in file {seq}")
         if end - batch_at < BATCH_BYTES_COVERED or crc32c.crc32c(view[pos + CRC_COVERS_FROM : batch_at + BATCH_BYTES_COVERED]) != crc:
             return entries, JournalStop(pos, "CRC32C mismatch")
         batch = bytes(view[batch_at:end])
@@ -110,37 +138,70 @@ def scan(file: File) -> tuple[list[JournalEntry], JournalStop | None]:
     return entries, None
 
 
-class JournalWriter:
-    """The current journal file: appends rounds, fsyncs them, rotates."""
+def _intact(view: memoryview, pos: int, crc: int, body_length: int, name_length: int) -> bool:
+    """Whether the entry at ``pos`` is whole and CRC-valid (whatever its sequence)."""
+    batch_at = pos + ENTRY_BYTES + name_length
+    end = pos + 8 + body_length
+    if body_length < 6 + name_length or end > len(view) or end - batch_at < BATCH_BYTES_COVERED:
+        return False
+    return bool(crc32c.crc32c(view[pos + CRC_COVERS_FROM : batch_at + BATCH_BYTES_COVERED]) == crc)
 
-    def __init__(self, io: IO, root: str, seq: int) -> None:
+
+class JournalWriter:
+    """The current journal file: writes rounds in place, rotates to a recycled or new file."""
+
+    def __init__(self, io: IO, root: str, seq: int, file_bytes: int) -> None:
         self.io = io
         self.directory = posixpath.join(root, DIRNAME)
-        self.seq = seq
-        self.file = io.open(self.path, create=True)
-        self.size = self.file.size()
-        io.fsync_dir(self.directory)  # entries acknowledged in this file must be findable
+        self.file_bytes = file_bytes
+        self.seq = seq - 1
+        self.file: File | None = None
+        self.size = 0
+        self.rotate([])
 
     @property
     def path(self) -> str:
         return posixpath.join(self.directory, file_name(self.seq))
 
+    def has_room(self, nbytes: int) -> bool:
+        return self.size == 0 or self.size + nbytes <= self.file_bytes
+
     def write_round(self, parts: Sequence[Buffer], nbytes: int) -> None:
-        self.file.pwritev(parts, self.size)
+        """Write entries (``nbytes`` in all) and the end marker after them."""
+        assert self.file is not None
+        self.file.pwritev([*parts, END_MARKER], self.size)
         self.size += nbytes
 
-    def rotate(self) -> int:
-        """Start the next file (its directory entry made durable); returns the new sequence."""
-        self.file.close()
+    def fdatasync(self) -> None:
+        assert self.file is not None
+        self.file.fdatasync()
+
+    def rotate(self, spares: list[int]) -> int:
+        """Start the next file, renaming the oldest of ``spares`` (retired sequences) into
+        place or else creating and preallocating one; its directory entry is durable when this
+        returns. Returns the new sequence."""
+        if self.file is not None:
+            self.file.close()
         self.seq += 1
-        self.file = self.io.open(self.path, create=True)
-        self.file.truncate(0)
+        if spares:
+            self.io.rename(posixpath.join(self.directory, file_name(spares.pop(0))), self.path)
+            self.file = self.io.open(self.path)
+            self.file.pwrite(END_MARKER, 0)  # the old life of the file ends here
+            self.file.fdatasync()
+        else:
+            self.file = self.io.open(self.path, create=True)
+            self.file.truncate(0)
+            zeros = bytes(min(self.file_bytes, 1 << 20))
+            for at in range(0, self.file_bytes, len(zeros) or 1):
+                self.file.pwrite(zeros[: self.file_bytes - at], at)
+            self.file.fdatasync()
         self.size = 0
         self.io.fsync_dir(self.directory)
         return self.seq
 
     def close(self) -> None:
-        self.file.close()
+        if self.file is not None:
+            self.file.close()
 
 
 def list_files(io: IO, root: str) -> list[int]:

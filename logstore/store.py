@@ -48,6 +48,9 @@ from logstore.log import Log, log_directory
 T = TypeVar("T")
 LOCK_NAME = ".lock"
 CLEAN_MARKER = ".clean_shutdown"
+JOURNAL_FILE_BYTES = 64 * 1024 * 1024
+JOURNAL_FILE_BYTES_SIM = 64 * 1024
+JOURNAL_SPARES = 2
 CONFIG_NAME = "config.json"
 NAME_RE = re.compile(r"^[A-Za-z0-9%|_.-]{1,200}$")
 
@@ -56,6 +59,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9%|_.-]{1,200}$")
 class StoreConfig:
     checkpoint_interval_ms: int = 1000
     retention_check_interval_ms: int = 10_000
+    #: Size of each preallocated journal file; None: 64 MiB on real IO, 64 KiB simulated.
+    journal_file_bytes: int | None = None
     default_log_config: LogConfig = field(default_factory=LogConfig)
 
 
@@ -96,6 +101,7 @@ class Store:
         self.logs: dict[str, Log] = {}
         self.journal_start = 0
         self.journal: jn.JournalWriter | None = None
+        self._spares: list[int] = []  # retired journal sequences kept for recycling
         self.report = RecoveryReport(clean=False)
         self.failure: BaseException | None = None
         self.closed = False
@@ -161,7 +167,8 @@ class Store:
         if clean:
             self.io.unlink(marker)
         seqs = jn.list_files(self.io, self.root)
-        self.journal = jn.JournalWriter(self.io, self.root, max([self.journal_start, *seqs]) + 1)
+        file_bytes = self.config.journal_file_bytes or (JOURNAL_FILE_BYTES if self.io.fsync_blocks else JOURNAL_FILE_BYTES_SIM)
+        self.journal = jn.JournalWriter(self.io, self.root, max([self.journal_start, *seqs]) + 1, file_bytes)
         if replayed or not clean or self.report.bytes_cut:
             for log in self.logs.values():
                 # What recovery read may sit only in the page cache (the process died, the
@@ -195,11 +202,11 @@ class Store:
         for i, (_seq, path) in enumerate(paths):
             f = self.io.open(path)
             try:
-                entries, stop = jn.scan(f)
+                entries, stop = jn.scan(f, _seq)
                 if stop is not None:
                     if i != len(paths) - 1:
                         raise CorruptLogError(f"journal entry bad ({stop.reason}) before the last journal file", path, stop.position)
-                    self.report.journal_cut_bytes = f.size() - stop.position
+                    self.report.journal_cut_bytes = stop.bytes_cut
                     self.report.journal_stop = f"{stop.reason} at byte {stop.position} of {path}"
             finally:
                 f.close()
@@ -250,7 +257,7 @@ class Store:
                         seg.index.sync()
                     log.recovery_point = end
                 assert self.journal is not None
-                self.journal_start = self.journal.rotate()
+                self.journal_start = self.journal.rotate(self._spares)
                 self._write_checkpoint_now()
                 self._delete_old_journals()
                 ckpt.write_atomic(self.io, posixpath.join(self.root, CLEAN_MARKER), b"clean\n")
@@ -373,7 +380,7 @@ class Store:
             # After a journal failure its damaged file must stay the last one: recovery treats a
             # bad entry there as a torn tail, but in an earlier file as corruption.
             try:
-                new_seq = self.journal.rotate() if self.journal.size and self.failure is None else self.journal.seq
+                new_seq = self.journal.rotate(self._spares) if self.journal.size and self.failure is None else self.journal.seq
             except OSError as exc:
                 # The new file's directory entry may not be durable: acknowledging rounds written
                 # to it would be acknowledging before durable. Fail-stop the journal.
@@ -400,13 +407,17 @@ class Store:
         return self.journal is None or self.journal_start >= self.journal.seq
 
     def _delete_old_journals(self) -> None:
+        """Retire journal files the persisted checkpoint no longer needs: keep a few to recycle
+        (renamed into place by the next rotation), delete the rest."""
+        retired = [seq for seq in jn.list_files(self.io, self.root) if seq < self.journal_start]
+        keep = retired[-JOURNAL_SPARES:]
         removed = False
-        for seq in jn.list_files(self.io, self.root):
-            if seq < self.journal_start:
-                self.io.unlink(posixpath.join(self.root, jn.DIRNAME, jn.file_name(seq)))
-                removed = True
+        for seq in retired[: len(retired) - len(keep)]:
+            self.io.unlink(posixpath.join(self.root, jn.DIRNAME, jn.file_name(seq)))
+            removed = True
         if removed:
             self.io.fsync_dir(posixpath.join(self.root, jn.DIRNAME))
+        self._spares = keep
 
     # -- group commit ------------------------------------------------------------------------------
 
@@ -428,21 +439,22 @@ class Store:
             self._queue, self._round_future = [], None
             assert self.journal is not None and future is not None
             journal = self.journal
-            parts: list[Buffer] = []
-            nbytes = 0
-            for p in queue:
-                stamp, rest = p.parts
-                head = jn.encode_entry_head(p.log.name_bytes, stamp, p.total, rest)  # type: ignore[arg-type]
-                parts += (head, stamp, rest)
-                nbytes += len(head) + p.total
+            nbytes = sum(jn.ENTRY_BYTES + len(p.log.name_bytes) + p.total for p in queue)
             try:
+                if not journal.has_room(nbytes):
+                    journal.rotate(self._spares)
+                seq = journal.seq
+                parts: list[Buffer] = []
+                for p in queue:
+                    stamp, rest = p.parts
+                    parts += (jn.encode_entry_head(seq, p.log.name_bytes, stamp, p.total, rest), stamp, rest)  # type: ignore[arg-type]
                 journal.write_round(parts, nbytes)
             except OSError as exc:
                 self._fail_store(exc, future)
                 return
             # The fsync of the journal runs while the segments are written: readers need the
             # segment copy only once the round is acknowledged, the ack needs only the journal.
-            synced = self.run_blocking(journal.file.fdatasync)
+            synced = self.run_blocking(journal.fdatasync)
             by_log: dict[Log, list[tuple[list[Buffer], int, int, int]]] = {}
             for p in queue:
                 by_log.setdefault(p.log, []).append((p.parts, p.total, p.next_offset, p.max_ts))

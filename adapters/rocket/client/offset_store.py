@@ -67,8 +67,8 @@ class RemoteBrokerOffsetStore(_MemoryTable):
         return None
 
     async def read_offset(self, mq: MessageQueue, from_store: bool) -> int:
-        if not from_store and mq in self.offset_table:
-            return self.offset_table[mq]
+        if not from_store:
+            return self.offset_table.get(mq, NOT_FOUND)
         try:
             addr = await self.instance.find_master_addr(mq)
             offset = await self.instance.api.query_consumer_offset(addr, self.group, mq)
