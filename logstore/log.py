@@ -93,6 +93,7 @@ class Log:
         self.config = config
         self.segments = segments
         self.log_start_offset = log_start_offset
+        self.persisted_log_start = log_start_offset  # what the checkpoint file says
         self.recovery_point = recovery_point
         if not segments:
             self.segments.append(self._new_segment(log_start_offset))
@@ -205,8 +206,16 @@ class Log:
 
     def commit(self) -> None:
         """Make everything written visible to readers and wake long-polling waiters."""
-        self.committed_offset = self.end_offset
-        self._visible = (self.active.base_offset, self.active.size)
+        self.commit_to(self.end_offset, self.active.base_offset, self.active.size, force=True)
+
+    def commit_to(self, end_offset: int, segment_base: int, segment_size: int, *, force: bool = False) -> None:
+        """Make what was written up to ``end_offset`` (which ends at ``segment_size`` bytes of
+        the segment based at ``segment_base``) visible, and wake long-polling waiters. Never
+        backwards unless forced (a truncation)."""
+        if end_offset < self.committed_offset and not force:
+            return
+        self.committed_offset = end_offset
+        self._visible = (segment_base, segment_size)
         waiters, self._waiters = self._waiters, []
         for w in waiters:
             if not w.done():
@@ -399,8 +408,9 @@ class Log:
         self._check_writable()
         if offset > self.committed_offset:
             raise OffsetOutOfRangeError(f"cannot delete before {offset}: log {self.name} ends at {self.committed_offset}")
-        if offset <= self.log_start_offset:
+        if offset <= self.log_start_offset and offset <= self.persisted_log_start:
             return self.log_start_offset
+        offset = max(offset, self.log_start_offset)  # an earlier call that failed to persist
         await self._flush_through(offset)
         self.log_start_offset = offset
         await self._drop_segments_below(offset)

@@ -21,6 +21,7 @@ are deleted.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import posixpath
 import re
@@ -61,6 +62,10 @@ class StoreConfig:
     retention_check_interval_ms: int = 10_000
     #: Size of each preallocated journal file; None: 64 MiB on real IO, 64 KiB simulated.
     journal_file_bytes: int | None = None
+    #: Group-commit rounds whose fsync may run at once (1: no pipelining).
+    rounds_in_flight_max: int = 2
+    #: Appends one round takes at most (0: no limit). Smaller rounds let two overlap.
+    round_appends_max: int = 0
     default_log_config: LogConfig = field(default_factory=LogConfig)
 
 
@@ -105,8 +110,9 @@ class Store:
         self.report = RecoveryReport(clean=False)
         self.failure: BaseException | None = None
         self.closed = False
-        self._queue: list[_Pending] = []
-        self._round_future: asyncio.Future[None] | None = None  # shared by the queued appends
+        # Queued sync appends, in rounds; each round's appends share one future.
+        self._batches: collections.deque[tuple[list[_Pending], asyncio.Future[None]]] = collections.deque()
+        self._inflight: collections.deque[asyncio.Task[None]] = collections.deque()  # acks pending
         self._wake = asyncio.Event()
         self._round_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
@@ -273,9 +279,18 @@ class Store:
         self._lock.release()
 
     async def _drain(self) -> None:
-        while self._queue or self._round_lock.locked():
+        while True:
+            while self._inflight and self._inflight[0].done():
+                self._inflight.popleft()
+            if not (self._batches or self._round_lock.locked() or self._inflight):
+                return
             self._wake.set()
             await asyncio.sleep(0.001)
+
+    async def _settle(self) -> None:
+        """Wait until every round in flight is acknowledged or failed."""
+        while self._inflight:
+            await self._inflight.popleft()
 
     async def __aenter__(self) -> Store:
         return self
@@ -349,11 +364,13 @@ class Store:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             fut.set_exception(LogFailedError(f"store journal is fail-stopped: {self.failure}"))
             return fut
-        if self._round_future is None:
-            self._round_future = asyncio.get_running_loop().create_future()
+        cap = self.config.round_appends_max
+        if not self._batches or (cap and len(self._batches[-1][0]) >= cap):
+            self._batches.append(([], asyncio.get_running_loop().create_future()))
             self._wake.set()
-        self._queue.append(_Pending(log, parts, total, next_offset, max_ts))
-        return self._round_future
+        queue, future = self._batches[-1]
+        queue.append(_Pending(log, parts, total, next_offset, max_ts))
+        return future
 
     def note_async_write(self, log: Log) -> None:
         if log.unflushed_bytes >= log.config.flush_interval_bytes:
@@ -370,6 +387,8 @@ class Store:
             logs={n: ckpt.LogCheckpoint(lg.recovery_point, lg.log_start_offset) for n, lg in self.logs.items()},
         )
         ckpt.write(self.io, self.root, cp)
+        for name, lc in cp.logs.items():
+            self.logs[name].persisted_log_start = lc.log_start_offset
 
     async def checkpoint(self) -> None:
         """fsync every log, persist recovery points, and retire journal files they cover."""
@@ -377,6 +396,7 @@ class Store:
             return
         await self._drain()
         async with self._round_lock:  # between rounds: every journaled batch is in a segment
+            await self._settle()
             # After a journal failure its damaged file must stay the last one: recovery treats a
             # bad entry there as a torn tail, but in an earlier file as corruption.
             try:
@@ -425,23 +445,32 @@ class Store:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._queue:
+            while self._batches:
+                while self._inflight and self._inflight[0].done():
+                    self._inflight.popleft()
+                if len(self._inflight) >= self.config.rounds_in_flight_max:
+                    await asyncio.wait({self._inflight[0]})
+                    continue
                 await self._round()
             for log in list(self.logs.values()):
                 if not log.is_sync and log.unflushed_bytes >= log.config.flush_interval_bytes and log.failure is None:
                     await self._flush_quietly(log)
 
     async def _round(self) -> None:
-        """One group commit: journal write, segment writes, one journal fdatasync, then every
-        append of the round is acknowledged through their shared future."""
+        """Start one group commit: journal write, its fdatasync (in a worker thread), segment
+        writes. Up to ``rounds_in_flight_max`` rounds overlap: while one round's fsync runs, the
+        next round's appends are written and their own fsync started, so the event loop's work
+        hides the disk's latency. Acknowledgements still go strictly in round order."""
         async with self._round_lock:
-            queue, future = self._queue, self._round_future
-            self._queue, self._round_future = [], None
-            assert self.journal is not None and future is not None
+            queue, future = self._batches.popleft()
+            assert self.journal is not None
             journal = self.journal
             nbytes = sum(jn.ENTRY_BYTES + len(p.log.name_bytes) + p.total for p in queue)
             try:
                 if not journal.has_room(nbytes):
+                    await self._settle()  # the old file's fsyncs finish before it is closed
+                    if self.failure is not None:
+                        raise OSError(f"journal failed: {self.failure}")
                     journal.rotate(self._spares)
                 seq = journal.seq
                 parts: list[Buffer] = []
@@ -458,24 +487,43 @@ class Store:
             by_log: dict[Log, list[tuple[list[Buffer], int, int, int]]] = {}
             for p in queue:
                 by_log.setdefault(p.log, []).append((p.parts, p.total, p.next_offset, p.max_ts))
-            touched: list[Log] = []
+            marks: list[tuple[Log, int, int, int]] = []
             for log, items in by_log.items():
                 if log.failure is not None:
                     continue
                 try:
                     log.write_many(items)
-                    touched.append(log)
+                    marks.append((log, log.end_offset, log.active.base_offset, log.active.size))
                 except OSError as exc:
                     log.fail(exc)
-            try:
-                await synced
-            except OSError as exc:
-                self._fail_store(exc, future)
-                return
-            self.rounds += 1
-            for log in touched:
-                log.commit()  # each append checks its log's committed offset when it wakes
-            future.set_result(None)
+            previous = self._inflight[-1] if self._inflight else None
+            self._inflight.append(asyncio.ensure_future(self._acknowledge(previous, synced, future, marks)))
+
+    async def _acknowledge(
+        self, previous: asyncio.Task[None] | None, synced: asyncio.Future[None],
+        future: asyncio.Future[None], marks: list[tuple[Log, int, int, int]],
+    ) -> None:
+        """Acknowledge a round once its fsync returned and every earlier round is acknowledged.
+        A round after a failed one is never acknowledged: the failed fsync may have lost the
+        earlier round's entries, and replay stops at the first hole."""
+        try:
+            await synced
+            ok = True
+        except OSError as exc:
+            self._fail_store(exc, future)
+            ok = False
+        if previous is not None:
+            await previous
+        if not ok:
+            return
+        if self.failure is not None:
+            if not future.done():
+                future.set_exception(LogFailedError(f"store journal failed, sync logs fail-stopped: {self.failure}"))
+            return
+        self.rounds += 1
+        for log, end, segment_base, segment_size in marks:
+            log.commit_to(end, segment_base, segment_size)  # each append checks it on waking
+        future.set_result(None)
 
     def _fail_store(self, exc: BaseException, future: asyncio.Future[None] | None) -> None:
         """The journal cannot be trusted: fail-stop every sync log and every queued append."""
@@ -484,10 +532,10 @@ class Store:
         for log in self.logs.values():
             if log.is_sync:
                 log.fail(exc)
-        for fut in (future, self._round_future):
+        for fut in (future, *(f for _q, f in self._batches)):
             if fut is not None and not fut.done():
                 fut.set_exception(err)
-        self._queue, self._round_future = [], None
+        self._batches.clear()
 
     async def _flush_quietly(self, log: Log) -> None:
         with contextlib.suppress(LogFailedError):  # fail-stopped: its callers see the error

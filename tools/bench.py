@@ -3,6 +3,7 @@
     logstore bench append   [--mode async|sync|all] [--size 512M] [--concurrency 64] [--logs 16]
     logstore bench read     [--size 1G] [--fetch-bytes 1M]
     logstore bench recovery [--size 1G]
+    logstore bench rocket   [--quick] [--backlog N] ...  (the RocketMQ adapter: tools.bench_rocket)
     python -m tools.bench ...            (the same)
 
 The machine is shared and noisy, so every figure is compared only with a baseline taken in the
@@ -848,7 +849,7 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="append|read|recovery")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="append|read|recovery|rocket")
 
     def common(p: argparse.ArgumentParser, size: int) -> None:
         p.add_argument(
@@ -925,6 +926,11 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, str, Reporter], Any]] = {
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["rocket"]:  # its own options and figures: tools.bench_rocket
+        from tools import bench_rocket
+
+        return bench_rocket.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.repeat < 1 or args.size < 1 or args.record_bytes < 0 or args.batch_bytes < 1:
         print(

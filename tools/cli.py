@@ -34,6 +34,7 @@ COMMANDS: dict[str, Command] = {
     "serve": Command("run an embedded name server and one RocketMQ broker", "tools.serve:main"),
     "namesrv": Command("run a RocketMQ name server", "tools.serve:namesrv_main"),
     "broker": Command("run a RocketMQ broker (-c broker.conf)", "tools.serve:broker_main"),
+    "admin": Command("RocketMQ admin (mqadmin's subcommands and flags)", "tools.admin:main"),
 }
 
 

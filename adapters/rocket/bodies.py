@@ -37,3 +37,29 @@ def decode_consume_stats(body: bytes) -> dict[str, Any]:
     table = obj.get("offsetTable") or {}
     obj["offsetTable"] = [(keys[int(k[1:])], v) for k, v in table.items()]
     return dict(obj)
+
+
+def encode_mq_table(field: str, entries: list[tuple[dict[str, Any], Any]], extra: dict[str, Any] | None = None) -> bytes:
+    """A body ``{"<field>": {<MessageQueue>: value, ...}, ...extra}`` in fastjson's object-keyed
+    shape: TopicStatsTable (GET_TOPIC_STATS_INFO, values TopicOffset) and ResetOffsetBody
+    (INVOKE_BROKER_TO_RESET_OFFSET, values offsets)."""
+    table = ",".join(
+        orjson.dumps(dict(sorted(mq.items()))).decode() + ":" + orjson.dumps(v).decode() for mq, v in entries
+    )
+    rest = "".join(f",{orjson.dumps(k).decode()}:{orjson.dumps(v).decode()}" for k, v in (extra or {}).items())
+    return f'{{"{field}":{{{table}}}{rest}}}'.encode()
+
+
+def decode_mq_table(body: bytes, field: str) -> dict[str, Any]:
+    """Parse an object-keyed body: ``field`` becomes a list of (MessageQueue dict, value)."""
+    text = body.decode()
+    keys: list[dict[str, Any]] = []
+
+    def stash(m: re.Match[str]) -> str:
+        keys.append(orjson.loads(m.group(2)))
+        return f'{m.group(1)}"#{len(keys) - 1}":'
+
+    obj = orjson.loads(_OBJECT_KEY.sub(stash, text))
+    table = obj.get(field) or {}
+    obj[field] = [(keys[int(k[1:])], v) for k, v in table.items()]
+    return dict(obj)

@@ -34,6 +34,7 @@ characters (IPv6: 16 + 4 + 8 -> 56).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import struct
 import zlib
@@ -181,6 +182,7 @@ def body_crc(body: bytes | memoryview) -> int:
     return zlib.crc32(body) & 0x7FFFFFFF
 
 
+@functools.lru_cache(maxsize=1024)  # per message on hot paths; hosts are few, ipaddress is slow
 def encode_host(host: str) -> tuple[bytes, bool]:
     """``"ip:port"`` -> (address bytes + int32 port, is IPv6)."""
     ip, sep, port = host.rpartition(":")
@@ -191,7 +193,12 @@ def encode_host(host: str) -> tuple[bytes, bool]:
 
 
 def decode_host(raw: bytes | bytearray | memoryview) -> str:
-    addr = ipaddress.ip_address(bytes(raw[:-4]))
+    return _decode_host(bytes(raw))
+
+
+@functools.lru_cache(maxsize=1024)
+def _decode_host(raw: bytes) -> str:
+    addr = ipaddress.ip_address(raw[:-4])
     (port,) = _I32.unpack_from(raw, len(raw) - 4)
     return f"{addr}:{port}"
 

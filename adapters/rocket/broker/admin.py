@@ -1,30 +1,42 @@
 """Admin and lookup requests: QUERY_MESSAGE (12), VIEW_MESSAGE_BY_ID (33), GET_CONSUME_STATS
 (208), UPDATE_AND_CREATE_TOPIC (17), DELETE_TOPIC_IN_BROKER (215), GET_ALL_TOPIC_CONFIG (21),
-UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200), GET_BROKER_RUNTIME_INFO (28).
+UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200), GET_BROKER_RUNTIME_INFO (28), GET_TOPIC_STATS_INFO
+(202), INVOKE_BROKER_TO_RESET_OFFSET (222).
+
+INVOKE_BROKER_TO_RESET_OFFSET is the admin's forced offset reset (``mqadmin resetOffsetByTime``):
+for each queue of the topic the offset at the timestamp (SEARCH_OFFSET_BY_TIMESTAMP's answer; -1
+means the queue's end) replaces the group's committed offset, backwards too, when ``isForce`` or
+when it is below the committed one. The new offsets are durable before the answer, which carries
+them as a ResetOffsetBody; the group's online consumers are told with a oneway
+RESET_CONSUMER_CLIENT_OFFSET (220) carrying the same body, as RocketMQ's Broker2Client does.
 
 GET_CONSUME_STATS answers in fastjson's shape (see adapters.rocket.bodies).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from typing import TYPE_CHECKING
 
 import orjson
 
-from adapters.rocket.bodies import encode_consume_stats
+from adapters.rocket.bodies import encode_consume_stats, encode_mq_table
 from adapters.rocket.message import (
     PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
     decode_one_stored,
 )
-from adapters.rocket.remoting import Connection, RemotingCommand, ResponseCode
+from adapters.rocket.remoting import Connection, RemotingCommand, RequestCode, ResponseCode
 
 from .consumers import BadRequest, int_field, json_body, str_field
-from .reader import read_one, store_timestamp_at
+from .reader import offset_for_store_timestamp, read_one, store_timestamp_at
 from .topics import DEFAULT_PERM, TopicConfig, check_topic_name
 
 if TYPE_CHECKING:
     from .broker import Broker
+
+log = logging.getLogger(__name__)
 
 GET_BROKER_RUNTIME_INFO = 28
 QUEUE_NUMS_MAX = 1024
@@ -146,3 +158,54 @@ class AdminProcessor:
             "consumerOffsetSaves": str(b.offsets.saves),
         }
         return cmd.make_response(ResponseCode.SUCCESS, body=orjson.dumps({"table": table}))
+
+    # -- topic stats and forced offset resets ------------------------------------------------------
+
+    async def topic_stats(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        broker = self.broker
+        topic = str_field(cmd.ext_fields, "topic")
+        if broker.topics.get(topic) is None:
+            return cmd.make_response(ResponseCode.TOPIC_NOT_EXIST, f"topic[{topic}] not exist")
+        entries = []
+        for qid, qlog, _lid in broker.queues.queues_of(topic):
+            end = qlog.committed_offset
+            entries.append(({"brokerName": broker.config.broker_name, "queueId": qid, "topic": topic},
+                            {"minOffset": qlog.log_start_offset, "maxOffset": end,
+                             "lastUpdateTimestamp": store_timestamp_at(qlog, end - 1) if end > 0 else 0}))
+        return cmd.make_response(ResponseCode.SUCCESS, body=encode_mq_table("offsetTable", entries))
+
+    async def reset_offset(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        broker = self.broker
+        ext = cmd.ext_fields
+        topic, group = str_field(ext, "topic"), str_field(ext, "group")
+        timestamp = int_field(ext, "timestamp")
+        force = ext.get("isForce", "true") != "false"
+        only_queue = int_field(ext, "queueId", -1)
+        if broker.topics.get(topic) is None:
+            return cmd.make_response(ResponseCode.TOPIC_NOT_EXIST, f"topic[{topic}] not exist")
+        committed = broker.offsets.offsets(group, topic)
+        entries: list[tuple[dict[str, object], int]] = []
+        resets = []
+        for qid, qlog, _lid in broker.queues.queues_of(topic):
+            if only_queue >= 0 and qid != only_queue:
+                continue
+            target = qlog.committed_offset if timestamp == -1 else offset_for_store_timestamp(qlog, timestamp)
+            current = committed.get(qid)
+            if not force and current is not None and target >= current:
+                target = current
+            else:
+                resets.append(broker.offsets.reset(group, topic, qid, target))
+            entries.append(({"brokerName": broker.config.broker_name, "queueId": qid, "topic": topic}, target))
+        await asyncio.gather(*resets)  # one durable save covers them all
+        body = encode_mq_table("offsetTable", entries)
+        g = broker.clients.consumers.get(group)
+        for client in list(g.clients.values()) if g else []:
+            if client.conn.closed:
+                continue
+            notify = RemotingCommand.request(RequestCode.RESET_CONSUMER_CLIENT_OFFSET, {
+                "topic": topic, "group": group, "timestamp": timestamp, "isForce": force}, body, oneway=True)
+            try:
+                await client.conn.invoke_oneway(notify)
+            except Exception as exc:  # a consumer that went away reads the stored offset on return
+                log.debug("reset notify to %s failed: %s", client.client_id, exc)
+        return cmd.make_response(ResponseCode.SUCCESS, body=body)

@@ -118,6 +118,7 @@ class Broker:
             RequestCode.DELETE_TOPIC_IN_BROKER: a.delete_topic, RequestCode.GET_ALL_TOPIC_CONFIG: a.all_topic_config,
             RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: a.update_subscription_group,
             GET_BROKER_RUNTIME_INFO: a.runtime_info,
+            RequestCode.GET_TOPIC_STATS_INFO: a.topic_stats, RequestCode.INVOKE_BROKER_TO_RESET_OFFSET: a.reset_offset,
         }
         for code, fn in table.items():
             self.server.register(code, _refusing_bad_requests(fn))

@@ -37,6 +37,7 @@ class ConsumerOffsetManager:
         self._saved = asyncio.Event()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._saving: asyncio.Future[Any] | None = None  # the save running in a worker thread
         self.saves = 0
 
     def start(self) -> None:
@@ -48,6 +49,12 @@ class ConsumerOffsetManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._saving is not None:
+            # Cancelling the writer does not stop its worker thread: let that save finish
+            # before writing the same tmp file here (else one rename finds no tmp file).
+            with contextlib.suppress(OSError):
+                await self._saving
+            self._saving = None
         if self._saved_version != self._version:
             self.file.save(self._snapshot())
             self._saved_version = self._version
@@ -114,7 +121,8 @@ class ConsumerOffsetManager:
             version = self._version
             snapshot = self._snapshot()
             try:
-                await self._run_blocking(lambda s=snapshot: self.file.save(s))  # type: ignore[misc]
+                self._saving = self._run_blocking(lambda s=snapshot: self.file.save(s))  # type: ignore[misc]
+                await asyncio.shield(self._saving)
             except OSError:
                 log.exception("saving consumer offsets failed; retrying in 1 s")
                 await asyncio.sleep(1.0)

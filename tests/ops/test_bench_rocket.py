@@ -1,0 +1,37 @@
+"""Smoke test of ``logstore bench rocket --quick --json``: every scenario runs against a real
+``logstore serve`` and prints well-formed figures. Not a timed test: goals are not checked."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tools import bench
+
+pytestmark = pytest.mark.slow
+
+KEYS = {"name", "value", "unit", "baseline", "ratio", "goal", "params"}
+EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync16", "batch") for m in ("tps", "avg", "p99")] + [
+    "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99"]
+
+
+def test_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["rocket", "--quick", "--json", "--seconds", "0.3", "--backlog", "5000"]) == 0
+    figures = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.strip()]
+    assert [f["name"] for f in figures] == EXPECTED
+    for fig in figures:
+        assert set(fig) == KEYS, fig
+        for key in ("value", "baseline", "ratio"):
+            assert isinstance(fig[key], float | int) and fig[key] > 0, fig
+        assert fig["unit"] in ("msg/s", "ms"), fig
+    goals = {f["name"]: f["goal"] for f in figures if f["goal"] is not None}
+    assert set(goals) == {"sync1.tps", "sync16.tps", "batch.tps", "consume.tps", "e2e.p99"}
+    assert goals["e2e.p99"]["max"] == 10.0 and goals["sync1.tps"]["of"] == "ratio"
+
+
+def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench.main(["rocket", "--only", "nothing"]) == 2
+    assert bench.main(["rocket", "--backlog", "0"]) == 2
+    assert bench.main(["rocket", "--bogus"]) == 2
+    capsys.readouterr()

@@ -1,0 +1,588 @@
+"""``logstore bench rocket``: the RocketMQ adapter end to end, in the spirit of RocketMQ's
+benchmark producer and consumer. Broker and client run on this machine: the bench starts its
+own ``logstore serve`` subprocess (free ports, a data dir under ``--dir`` or a temporary one,
+``flushDiskType`` set through a ``-c`` broker.conf) and drives it with this project's Python
+client (adapters.rocket.client, asyncio on uvloop) from this process. Messages are 1 KiB.
+
+    logstore bench rocket [--quick] [--json] [--dir DIR] [--backlog 1000000] [--seconds 5]
+                          [--only sync1,sync64,batch,consume,e2e]
+
+Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latency):
+
+* ``sync1``: SYNC_FLUSH broker, one ``Producer.send`` at a time for ``--seconds``; latency is the
+  send's round trip. Baseline: a raw loop of ``os.write`` of 1 KiB + ``os.fdatasync`` on a file
+  in the same directory, measured in the same run (ops/s and its latencies). Goal: tps ratio
+  >= 0.5 (a round trip plus an fsync is the floor).
+* ``sync64``: the same broker, ``--senders`` (64) tasks each sending one at a time. Baseline:
+  the raw fsync loop again. Goal: >= 20,000 msg/s.
+* ``batch``: ASYNC_FLUSH broker, ``--backlog`` messages with ``Producer.send_batch`` in batches
+  of ``--batch`` (256) from ``--batch-senders`` (4) tasks, round-robin over the topic's queues;
+  latency is one batch's round trip. Baseline: a raw sequential ``os.write`` of the same bytes
+  in batch-sized blocks, then one ``fdatasync`` (msg/s; latency per block). Goal: >= 100,000.
+* ``consume``: a ``PushConsumer`` (new group, CONSUME_FROM_FIRST_OFFSET, an async listener)
+  consumes the batch scenario's backlog; tps from its start until the last message reached the
+  listener. A backlog has no per-message latency, so only tps is reported. Baseline: a raw
+  read of the broker's data files (page cache), as msg/s at the backlog's stored bytes per
+  message. Goal: >= 100,000 msg/s.
+* ``e2e``: the ASYNC_FLUSH broker, a PushConsumer long-polling a fresh topic while a producer
+  sends (``send_async``) at ``--rate`` (1,000) msg/s for ``--latency-seconds`` (10); latency is
+  from just before the send to the listener seeing the message (one clock: one process).
+  Baseline: a loopback TCP ping-pong of 1 KiB in this process (asyncio streams). Goal: p99 <=
+  10 ms.
+
+``--quick`` shrinks everything (for tests). ``--json`` prints one JSON object per figure with
+keys ``name value unit baseline ratio goal params`` (as ``logstore bench``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from adapters.rocket.admin import Admin, TopicSpec
+from adapters.rocket.client import (
+    ClientConfig,
+    ConsumeConcurrentlyStatus,
+    ConsumeFromWhere,
+    Message,
+    Producer,
+    PushConsumer,
+)
+from logstore import runtime
+
+REPO = Path(__file__).resolve().parents[1]
+MSG_BYTES = 1024
+SCENARIOS = ("sync1", "sync64", "batch", "consume", "e2e")
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+perf = time.perf_counter
+
+
+# -- figures and output ------------------------------------------------------------------------------
+
+
+@dataclass
+class Goal:
+    of: str  # "ratio" or "value"
+    bound: str  # "min" or "max"
+    limit: float
+
+    def met(self, fig: Figure) -> bool:
+        x = fig.ratio if self.of == "ratio" else fig.value
+        return x >= self.limit if self.bound == "min" else x <= self.limit
+
+    def text(self, unit: str) -> str:
+        op = ">=" if self.bound == "min" else "<="
+        return f"ratio{op}{self.limit:g}" if self.of == "ratio" else f"{op}{self.limit:g} {unit}"
+
+
+@dataclass
+class Figure:
+    name: str
+    value: float
+    unit: str
+    baseline: float
+    goal: Goal | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ratio(self) -> float:
+        return self.value / self.baseline if self.baseline > 0 else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        goal = None
+        if self.goal is not None:
+            goal = {"of": self.goal.of, self.goal.bound: self.goal.limit, "met": self.goal.met(self)}
+        return {"name": self.name, "value": round(self.value, 4), "unit": self.unit,
+                "baseline": round(self.baseline, 4), "ratio": round(self.ratio, 4), "goal": goal,
+                "params": self.params}
+
+
+class Reporter:
+    COLUMNS = ("figure", "value", "unit", "baseline", "ratio", "goal", "result")
+    FORMAT = "{:<22} {:>12} {:<10} {:>12} {:>7}  {:<16} {}"
+
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+        self.figures: list[Figure] = []
+        self._header = False
+
+    def emit(self, fig: Figure) -> None:
+        self.figures.append(fig)
+        if self.as_json:
+            print(json.dumps(fig.to_json()), flush=True)
+            return
+        if not self._header:
+            print(self.FORMAT.format(*self.COLUMNS))
+            self._header = True
+        goal, result = "-", "info"
+        if fig.goal is not None:
+            goal, result = fig.goal.text(fig.unit), "PASS" if fig.goal.met(fig) else "MISS"
+        print(self.FORMAT.format(fig.name, _num(fig.value), fig.unit, _num(fig.baseline), f"{fig.ratio:.2f}",
+                                 goal, result), flush=True)
+
+    def latency(self, name: str, lat: Stats, base: Stats, params: dict[str, Any],
+                p99_goal: Goal | None = None) -> None:
+        self.emit(Figure(f"{name}.avg", lat.avg_ms, "ms", base.avg_ms, None, params))
+        self.emit(Figure(f"{name}.p99", lat.p99_ms, "ms", base.p99_ms, p99_goal, params))
+
+
+def _num(x: float) -> str:
+    return f"{x:,.0f}" if x >= 1000 else f"{x:,.2f}" if x < 10 else f"{x:,.1f}"
+
+
+def note(text: str) -> None:
+    print(f"# {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Stats:
+    """Latencies (seconds) -> average and p99 in ms."""
+
+    samples: list[float]
+
+    @property
+    def avg_ms(self) -> float:
+        return 1000 * sum(self.samples) / len(self.samples) if self.samples else 0.0
+
+    @property
+    def p99_ms(self) -> float:
+        if not self.samples:
+            return 0.0
+        s = sorted(self.samples)
+        return 1000 * s[min(len(s) - 1, int(len(s) * 0.99))]
+
+
+# -- the broker under test -------------------------------------------------------------------------------
+
+
+class Server:
+    """``logstore serve`` as a subprocess on free ports."""
+
+    def __init__(self, root: Path, flush: str) -> None:
+        self.root = root
+        self.flush = flush
+        self.proc: subprocess.Popen[str] | None = None
+        self.namesrv = self.broker = ""
+
+    def start(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        conf = self.root / "broker.conf"
+        conf.write_text(f"brokerName=bench-{self.flush.lower()}\nflushDiskType={self.flush}\n"
+                        "autoCreateTopicEnable=false\n")
+        cmd = [sys.executable, "-m", "tools.cli", "serve", "--data-dir", str(self.root / "data"), "-c", str(conf),
+               "--namesrv-port", "0", "--broker-port", "0", "--log-level", "WARNING"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
+        assert self.proc.stdout is not None
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"logstore serve exited with {self.proc.wait()} before READY")
+            if line.startswith("READY "):
+                fields = dict(kv.split("=", 1) for kv in line.split()[1:])
+                self.namesrv, self.broker = fields["namesrv"], fields["broker"]
+                return
+        self.stop()
+        raise RuntimeError("logstore serve did not print READY in time")
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                note(f"logstore serve ({self.flush}) did not stop within {STOP_TIMEOUT_S:g} s of SIGTERM; killed")
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+    def client_config(self, label: str) -> ClientConfig:
+        return ClientConfig(namesrv_addr=self.namesrv, client_ip="127.0.0.1", instance_name=f"bench-{label}")
+
+    async def create_topic(self, topic: str, queues: int) -> None:
+        async with Admin(self.namesrv) as admin:
+            await admin.update_topic([self.broker], TopicSpec(topic, queues, queues))
+
+
+@contextlib.contextmanager
+def running(server: Server) -> Iterator[Server]:
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- raw baselines ------------------------------------------------------------------------------------------
+
+
+def raw_fsync_loop(directory: Path, seconds: float) -> tuple[float, Stats]:
+    """One-at-a-time 1 KiB ``os.write`` + ``os.fdatasync``: ops/s and latencies."""
+    path = directory / "baseline-fsync.tmp"
+    rec = os.urandom(MSG_BYTES)
+    lat: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        start = perf()
+        end = start + seconds
+        while True:
+            t0 = perf()
+            if t0 >= end:
+                break
+            os.write(fd, rec)
+            os.fdatasync(fd)
+            lat.append(perf() - t0)
+        elapsed = perf() - start
+    finally:
+        os.close(fd)
+        path.unlink()
+    return len(lat) / elapsed, Stats(lat)
+
+
+def raw_sequential_write(directory: Path, messages: int, per_block: int) -> tuple[float, Stats]:
+    """The backlog's bytes in batch-sized blocks, then one fdatasync: msg/s and block latencies."""
+    path = directory / "baseline-write.tmp"
+    block = os.urandom(per_block * MSG_BYTES)
+    blocks = max(1, messages // per_block)
+    lat: list[float] = []
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        start = perf()
+        for _ in range(blocks):
+            t0 = perf()
+            os.write(fd, block)
+            lat.append(perf() - t0)
+        os.fdatasync(fd)
+        elapsed = perf() - start
+    finally:
+        os.close(fd)
+        path.unlink()
+    return blocks * per_block / elapsed, Stats(lat)
+
+
+def raw_read(directory: Path) -> tuple[int, float]:
+    """(bytes, seconds) to read every file under ``directory`` (read once first: page cache)."""
+    files = [p for p in directory.rglob("*") if p.is_file()]
+
+    def read_all() -> int:
+        total = 0
+        for p in files:
+            with open(p, "rb", buffering=0) as f:
+                while chunk := f.read(1 << 20):
+                    total += len(chunk)
+        return total
+
+    read_all()
+    start = perf()
+    total = read_all()
+    return total, perf() - start
+
+
+async def raw_ping_pong(rounds: int) -> Stats:
+    """Loopback TCP request/response of 1 KiB with asyncio streams, in this process."""
+
+    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(asyncio.IncompleteReadError, ConnectionError):
+            while True:
+                writer.write(await reader.readexactly(MSG_BYTES))
+                await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(echo, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    payload = os.urandom(MSG_BYTES)
+    lat = []
+    for i in range(rounds + 50):
+        t0 = perf()
+        writer.write(payload)
+        await reader.readexactly(MSG_BYTES)
+        if i >= 50:
+            lat.append(perf() - t0)
+    writer.close()
+    await writer.wait_closed()
+    server.close()
+    await server.wait_closed()
+    return Stats(lat)
+
+
+# -- scenarios ----------------------------------------------------------------------------------------------
+
+
+def body() -> bytes:
+    return os.urandom(MSG_BYTES)
+
+
+async def send_loop(producer: Producer, topic: str, until: float, payload: bytes, lat: list[float]) -> int:
+    n = 0
+    while True:
+        t0 = perf()
+        if t0 >= until:
+            return n
+        await producer.send(Message(topic, payload))
+        lat.append(perf() - t0)
+        n += 1
+
+
+async def bench_sync(server: Server, rep: Reporter, args: argparse.Namespace, work: Path) -> None:
+    topic = "BenchSync"
+    await server.create_topic(topic, args.queues)
+    raw_ops, raw_lat = raw_fsync_loop(work, args.baseline_seconds)
+    base = {"flushDiskType": "SYNC_FLUSH", "message_bytes": MSG_BYTES, "seconds": args.seconds}
+    producer = Producer("bench_sync_pg", client_config=server.client_config("sync"))
+    await producer.start()
+    try:
+        payload = body()
+        await send_loop(producer, topic, perf() + 0.2, payload, [])  # route, connection
+        if "sync1" in args.only:
+            lat: list[float] = []
+            start = perf()
+            n = await send_loop(producer, topic, start + args.seconds, payload, lat)
+            tps = n / (perf() - start)
+            p = {**base, "senders": 1}
+            rep.emit(Figure("sync1.tps", tps, "msg/s", raw_ops, Goal("ratio", "min", 0.5), p))
+            rep.latency("sync1", Stats(lat), raw_lat, p)
+        if "sync64" in args.only:
+            lat = []
+            start = perf()
+            counts = await asyncio.gather(*(send_loop(producer, topic, start + args.seconds, payload, lat)
+                                            for _ in range(args.senders)))
+            tps = sum(counts) / (perf() - start)
+            p = {**base, "senders": args.senders}
+            rep.emit(Figure(f"sync{args.senders}.tps", tps, "msg/s", raw_ops, Goal("value", "min", 20_000), p))
+            rep.latency(f"sync{args.senders}", Stats(lat), raw_lat, p)
+    finally:
+        await producer.shutdown()
+
+
+async def batch_sender(producer: Producer, topic: str, batches: list[int], payload: bytes,
+                       lat: list[float]) -> None:
+    while batches:
+        n = batches.pop()
+        msgs = [Message(topic, payload) for _ in range(n)]
+        t0 = perf()
+        await producer.send_batch(msgs)
+        lat.append(perf() - t0)
+
+
+async def bench_async(server: Server, rep: Reporter, args: argparse.Namespace, work: Path) -> None:
+    topic = "BenchBatch"
+    await server.create_topic(topic, args.queues)
+    base = {"flushDiskType": "ASYNC_FLUSH", "message_bytes": MSG_BYTES}
+    producer = Producer("bench_batch_pg", client_config=server.client_config("async"))
+    await producer.start()
+    payload = body()
+    try:
+        await producer.send_batch([Message(topic, payload)])  # route, connection
+        backlog = 1
+        if "batch" in args.only or "consume" in args.only:
+            raw_tps, raw_lat = raw_sequential_write(work, args.backlog, args.batch)
+            full, rest = divmod(args.backlog, args.batch)
+            batches = [args.batch] * full + ([rest] if rest else [])
+            lat: list[float] = []
+            start = perf()
+            await asyncio.gather(*(batch_sender(producer, topic, batches, payload, lat)
+                                   for _ in range(args.batch_senders)))
+            tps = args.backlog / (perf() - start)
+            backlog += args.backlog
+            p = {**base, "messages": args.backlog, "batch": args.batch, "senders": args.batch_senders}
+            if "batch" in args.only:
+                rep.emit(Figure("batch.tps", tps, "msg/s", raw_tps, Goal("value", "min", 100_000), p))
+                rep.latency("batch", Stats(lat), raw_lat, p)
+        if "consume" in args.only:
+            await bench_consume(server, rep, args, topic, backlog)
+        if "e2e" in args.only:
+            await bench_e2e(server, rep, args, producer)
+    finally:
+        await producer.shutdown()
+
+
+async def bench_consume(server: Server, rep: Reporter, args: argparse.Namespace, topic: str,
+                        backlog: int) -> None:
+    data_bytes, read_s = raw_read(server.root / "data")
+    raw_tps = backlog / read_s if read_s > 0 else 0.0  # data files ~ the backlog (plus a little)
+    done = asyncio.Event()
+    got = 0
+
+    async def listener(msgs: list[Message], _ctx: Any) -> ConsumeConcurrentlyStatus:
+        nonlocal got
+        got += len(msgs)
+        if got >= backlog:
+            done.set()
+        return ConsumeConcurrentlyStatus.CONSUME_SUCCESS
+
+    consumer = PushConsumer(
+        "bench_consume_cg", client_config=server.client_config("consume"),
+        consume_from_where=ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET, pull_batch_size=args.pull_batch,
+        consume_message_batch_max_size=args.consume_batch, pull_threshold_for_queue=4 * args.pull_batch,
+    )
+    consumer.subscribe(topic, "*")
+    consumer.register_message_listener(listener)
+    start = perf()
+    await consumer.start()
+    try:
+        await asyncio.wait_for(done.wait(), timeout=max(60.0, backlog / 5_000))
+        tps = got / (perf() - start)
+    finally:
+        await consumer.shutdown()
+    p = {"messages": backlog, "pull_batch_size": args.pull_batch, "consume_message_batch_max_size":
+         args.consume_batch, "queues": args.queues, "raw_read_bytes": data_bytes}
+    rep.emit(Figure("consume.tps", tps, "msg/s", raw_tps, Goal("value", "min", 100_000), p))
+
+
+async def bench_e2e(server: Server, rep: Reporter, args: argparse.Namespace, producer: Producer) -> None:
+    topic = "BenchLatency"
+    await server.create_topic(topic, 4)
+    raw = await raw_ping_pong(2000 if not args.quick else 200)
+    lat: list[float] = []
+    seen = 0
+    warm = asyncio.Event()
+
+    async def listener(msgs: list[Message], _ctx: Any) -> ConsumeConcurrentlyStatus:
+        nonlocal seen
+        now = perf()
+        for m in msgs:
+            sent = int.from_bytes(m.body[:8], "big") / 1e9
+            if m.body[8:9] == b"W":
+                warm.set()
+            else:
+                lat.append(now - sent)
+                seen += 1
+        return ConsumeConcurrentlyStatus.CONSUME_SUCCESS
+
+    consumer = PushConsumer("bench_latency_cg", client_config=server.client_config("e2e"),
+                            consume_from_where=ConsumeFromWhere.CONSUME_FROM_LAST_OFFSET)
+    consumer.subscribe(topic, "*")
+    consumer.register_message_listener(listener)
+    await consumer.start()
+    pad = os.urandom(MSG_BYTES - 9)
+
+    def message(tag: bytes) -> Message:
+        return Message(topic, int(perf() * 1e9).to_bytes(8, "big") + tag + pad)
+
+    try:
+        for _ in range(20):  # until the consumer's long polls are in place
+            await producer.send(message(b"W"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(warm.wait(), 0.25)
+            if warm.is_set():
+                break
+        await asyncio.sleep(0.2)
+        total = int(args.rate * args.latency_seconds)
+        tasks = []
+        start = perf()
+        for i in range(total):
+            due = start + i / args.rate
+            delay = due - perf()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            tasks.append(producer.send_async(message(b"M")))
+        await asyncio.gather(*tasks)
+        deadline = perf() + 10.0
+        while seen < total and perf() < deadline:
+            await asyncio.sleep(0.01)
+        elapsed = perf() - start
+    finally:
+        await consumer.shutdown()
+    p = {"flushDiskType": "ASYNC_FLUSH", "rate": args.rate, "seconds": args.latency_seconds,
+         "sent": total, "received": seen}
+    rep.emit(Figure("e2e.tps", seen / elapsed, "msg/s", args.rate, None, p))
+    rep.latency("e2e", Stats(lat), raw, p, Goal("value", "max", 10.0))
+
+
+# -- command line -------------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="logstore bench rocket", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dir", default=None, help="keep data under DIR/bench-rocket-* (default: a temp dir)")
+    p.add_argument("--json", action="store_true", help="one JSON object per figure")
+    p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
+    p.add_argument("--only", default=",".join(SCENARIOS), help=f"comma-separated subset of {','.join(SCENARIOS)}")
+    p.add_argument("--backlog", type=int, default=None, help="messages of the batch/consume scenarios (1000000)")
+    p.add_argument("--seconds", type=float, default=None, help="duration of each sync scenario (5)")
+    p.add_argument("--senders", type=int, default=64, help="concurrent sync senders (64)")
+    p.add_argument("--batch", type=int, default=256, help="messages per batch send (256)")
+    p.add_argument("--batch-senders", type=int, default=4, help="concurrent batch senders (4)")
+    p.add_argument("--queues", type=int, default=8, help="queues of the sync and batch topics (8)")
+    p.add_argument("--pull-batch", type=int, default=1024, help="consumer pullBatchSize (1024)")
+    p.add_argument("--consume-batch", type=int, default=256, help="consumeMessageBatchMaxSize (256)")
+    p.add_argument("--rate", type=float, default=1000.0, help="msg/s of the latency scenario (1000)")
+    p.add_argument("--latency-seconds", type=float, default=None, help="duration of the latency scenario (10)")
+    return p
+
+
+async def run_all(args: argparse.Namespace, rep: Reporter, work: Path) -> None:
+    if {"sync1", "sync64"} & args.only:
+        note("SYNC_FLUSH broker: sync1, sync64")
+        with running(Server(work / "bench-rocket-sync", "SYNC_FLUSH")) as server:
+            await bench_sync(server, rep, args, work)
+    if {"batch", "consume", "e2e"} & args.only:
+        note("ASYNC_FLUSH broker: batch, consume, e2e")
+        with running(Server(work / "bench-rocket-async", "ASYNC_FLUSH")) as server:
+            await bench_async(server, rep, args, work)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    if not only or only - set(SCENARIOS):
+        print(f"logstore bench rocket: --only takes a subset of {','.join(SCENARIOS)}", file=sys.stderr)
+        return 2
+    args.only = only
+    q = args.quick
+    args.backlog = args.backlog if args.backlog is not None else (20_000 if q else 1_000_000)
+    args.seconds = args.seconds if args.seconds is not None else (0.5 if q else 5.0)
+    args.latency_seconds = args.latency_seconds if args.latency_seconds is not None else (1.0 if q else 10.0)
+    args.baseline_seconds = 0.3 if q else 2.0
+    if q:
+        args.senders = min(args.senders, 16)
+    if min(args.backlog, args.senders, args.batch, args.batch_senders, args.queues) < 1 or args.seconds <= 0 \
+            or args.rate <= 0 or args.latency_seconds <= 0 or not 1 <= args.pull_batch <= 1024 \
+            or not 1 <= args.consume_batch <= 1024:
+        print("logstore bench rocket: sizes, counts and durations must be positive "
+              "(--pull-batch and --consume-batch at most 1024)", file=sys.stderr)
+        return 2
+    random.seed()
+    rep = Reporter(args.json)
+    if args.dir is not None:
+        work = Path(args.dir)
+        work.mkdir(parents=True, exist_ok=True)
+        for sub in ("bench-rocket-sync", "bench-rocket-async"):
+            shutil.rmtree(work / sub, ignore_errors=True)  # each run starts from empty stores
+        runtime.run(run_all(args, rep, work))
+        return 0
+    tmp = Path(tempfile.mkdtemp(prefix="logstore-bench-rocket-"))
+    try:
+        runtime.run(run_all(args, rep, tmp))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
