@@ -15,4 +15,6 @@ SEEDS: list[tuple[int, str]] = [
     (1010, "a failed journal rotation kept acknowledging rounds written to a non-durable file"),
     (1196, "truncate_to cut below the log start when the start was inside a batch"),
     (3, "after a journal fsync failure, rotation made the damaged journal file a non-last one"),
+    (2, "a recycled journal file's old entries, cut mid-entry, read as damage in a non-last file"),
+    (5476, "delete_records_before returned at once after an earlier call failed to persist the start"),
 ]
