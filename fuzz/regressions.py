@@ -17,4 +17,5 @@ SEEDS: list[tuple[int, str]] = [
     (3, "after a journal fsync failure, rotation made the damaged journal file a non-last one"),
     (2, "a recycled journal file's old entries, cut mid-entry, read as damage in a non-last file"),
     (5476, "delete_records_before returned at once after an earlier call failed to persist the start"),
+    (6254, "recovery served a log whose first segment began above a log start that was not durable"),
 ]

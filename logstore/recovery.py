@@ -14,7 +14,7 @@ R3    bad batch at an offset >= rp                torn tail: cut the file there,
 R4    bad batch at an offset < rp                 corruption: refuse the log, cut nothing
 R5    the data ends below rp                      durable data missing: refuse the log
 R6    segment base != previous segment's end      at or past rp: cut from there (R3);
-                                                  below rp: refuse (R4)
+      (or first segment above the log start)      below rp: refuse (R4)
 R7    segment wholly below log_start_offset       leftover of retention: delete it
 R8    first segment starts above log_start        durable data missing: refuse
 R9    index missing or inconsistent               rebuild it from the data (CRC-checked scan)
@@ -129,11 +129,19 @@ def _recover(
             raise CorruptLogError(f"no segments but the recovery point is {rp}", directory, 0)
         _delete(report, doomed, "R7")
         return RecoveredLog([], log_start, rp, report)
-    if segments[0].base_offset > log_start and rp > log_start:
-        raise CorruptLogError(  # R8
-            f"first segment starts at {segments[0].base_offset}, log start is {log_start}",
-            segments[0].path, 0,
-        )
+    if segments[0].base_offset > log_start:
+        if rp > log_start:
+            raise CorruptLogError(  # R8
+                f"first segment starts at {segments[0].base_offset}, log start is {log_start}",
+                segments[0].path, 0,
+            )
+        # R6 at the very start: the segment holding the log start was never durable (it is
+        # past the recovery point), so nothing after it can stand: the log restarts empty.
+        report.fire("R6")
+        _cut_rest(report, segments, "R6", f"log start {log_start} lies in a lost segment before it")
+        _delete(report, doomed, "R7")
+        io.fsync_dir(directory)
+        return RecoveredLog([], log_start, rp, report)
 
     if clean:
         report.fire("R1")
