@@ -38,6 +38,7 @@ from typing import Any
 
 from adapters.rocket.admin import Admin, AdminError, TopicSpec, message_json
 from logstore import runtime
+from tools.cli_support import parse_args
 
 PROG = "logstore admin"
 DEFAULT_NAMESRV = "127.0.0.1:9876"
@@ -370,11 +371,9 @@ async def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     try:
         runtime.run(run(args))
     except UsageError as exc:

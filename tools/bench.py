@@ -53,7 +53,6 @@ import argparse
 import asyncio
 import contextlib
 import importlib
-import json
 import os
 import shutil
 import socket
@@ -63,7 +62,6 @@ import tempfile
 import threading
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
 import crc32c
@@ -74,95 +72,12 @@ from logstore.batch import Record, build_batch
 from logstore.config import FLUSH_ASYNC, FLUSH_SYNC, LogConfig
 from logstore.log import Log
 from logstore.store import CLEAN_MARKER, Store
+from tools.benchkit import Figure, Goal, Reporter
 
 MB = 1_000_000
 MiB = 1024 * 1024
 LOG_NAME = "bench"
 READ_CHUNK = 8 * MiB
-
-
-# -- figures and output ---------------------------------------------------------------------
-
-
-@dataclass
-class Goal:
-    of: str  # "ratio" or "value"
-    min: float
-
-    def met(self, fig: Figure) -> bool:
-        return (fig.ratio if self.of == "ratio" else fig.value) >= self.min
-
-    def text(self, unit: str) -> str:
-        return f"ratio>={self.min:g}" if self.of == "ratio" else f">={self.min:g} {unit}"
-
-
-@dataclass
-class Figure:
-    name: str
-    value: float
-    unit: str
-    baseline: float
-    goal: Goal | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ratio(self) -> float:
-        return self.value / self.baseline if self.baseline > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        goal = None
-        if self.goal is not None:
-            goal = {"of": self.goal.of, "min": self.goal.min, "met": self.goal.met(self)}
-        return {
-            "name": self.name,
-            "value": round(self.value, 3),
-            "unit": self.unit,
-            "baseline": round(self.baseline, 3),
-            "ratio": round(self.ratio, 4),
-            "goal": goal,
-            "params": self.params,
-        }
-
-
-class Reporter:
-    COLUMNS = ("figure", "value", "unit", "baseline", "ratio", "goal", "result")
-    FORMAT = "{:<22} {:>12} {:<10} {:>12} {:>7}  {:<16} {}"
-
-    def __init__(self, as_json: bool, out: Any = None) -> None:
-        self.as_json = as_json
-        self.out = out or sys.stdout
-        self.figures: list[Figure] = []
-        self._header = False
-
-    def emit(self, fig: Figure) -> None:
-        self.figures.append(fig)
-        if self.as_json:
-            print(json.dumps(fig.to_json()), file=self.out, flush=True)
-            return
-        if not self._header:
-            print(self.FORMAT.format(*self.COLUMNS), file=self.out)
-            self._header = True
-        goal, result = "-", "info"
-        if fig.goal is not None:
-            goal = fig.goal.text(fig.unit)
-            result = "PASS" if fig.goal.met(fig) else "MISS"
-        print(
-            self.FORMAT.format(
-                fig.name,
-                _num(fig.value),
-                fig.unit,
-                _num(fig.baseline),
-                f"{fig.ratio:.2f}",
-                goal,
-                result,
-            ),
-            file=self.out,
-            flush=True,
-        )
-
-
-def _num(x: float) -> str:
-    return f"{x:,.0f}" if x >= 1000 else f"{x:,.1f}"
 
 
 # -- progress -----------------------------------------------------------------------------------

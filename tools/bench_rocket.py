@@ -39,17 +39,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -62,91 +59,30 @@ from adapters.rocket.client import (
     Producer,
     PushConsumer,
 )
+from adapters.rocket.testing import STOP_GRACE_S, ServeProcess
 from logstore import runtime
+from tools import benchkit
+from tools.benchkit import Figure, Goal, note
+from tools.cli_support import parse_args
 
-REPO = Path(__file__).resolve().parents[1]
 MSG_BYTES = 1024
 SCENARIOS = ("sync1", "sync64", "batch", "consume", "e2e")
-READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 perf = time.perf_counter
 
 
 # -- figures and output ------------------------------------------------------------------------------
 
 
-@dataclass
-class Goal:
-    of: str  # "ratio" or "value"
-    bound: str  # "min" or "max"
-    limit: float
-
-    def met(self, fig: Figure) -> bool:
-        x = fig.ratio if self.of == "ratio" else fig.value
-        return x >= self.limit if self.bound == "min" else x <= self.limit
-
-    def text(self, unit: str) -> str:
-        op = ">=" if self.bound == "min" else "<="
-        return f"ratio{op}{self.limit:g}" if self.of == "ratio" else f"{op}{self.limit:g} {unit}"
-
-
-@dataclass
-class Figure:
-    name: str
-    value: float
-    unit: str
-    baseline: float
-    goal: Goal | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def ratio(self) -> float:
-        return self.value / self.baseline if self.baseline > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        goal = None
-        if self.goal is not None:
-            goal = {"of": self.goal.of, self.goal.bound: self.goal.limit, "met": self.goal.met(self)}
-        return {"name": self.name, "value": round(self.value, 4), "unit": self.unit,
-                "baseline": round(self.baseline, 4), "ratio": round(self.ratio, 4), "goal": goal,
-                "params": self.params}
-
-
-class Reporter:
-    COLUMNS = ("figure", "value", "unit", "baseline", "ratio", "goal", "result")
-    FORMAT = "{:<22} {:>12} {:<10} {:>12} {:>7}  {:<16} {}"
+class Reporter(benchkit.Reporter):
+    """Figures with 4 decimals in JSON and 2 in the table below 10 (latencies in ms)."""
 
     def __init__(self, as_json: bool) -> None:
-        self.as_json = as_json
-        self.figures: list[Figure] = []
-        self._header = False
-
-    def emit(self, fig: Figure) -> None:
-        self.figures.append(fig)
-        if self.as_json:
-            print(json.dumps(fig.to_json()), flush=True)
-            return
-        if not self._header:
-            print(self.FORMAT.format(*self.COLUMNS))
-            self._header = True
-        goal, result = "-", "info"
-        if fig.goal is not None:
-            goal, result = fig.goal.text(fig.unit), "PASS" if fig.goal.met(fig) else "MISS"
-        print(self.FORMAT.format(fig.name, _num(fig.value), fig.unit, _num(fig.baseline), f"{fig.ratio:.2f}",
-                                 goal, result), flush=True)
+        super().__init__(as_json, value_digits=4, fine_below=10)
 
     def latency(self, name: str, lat: Stats, base: Stats, params: dict[str, Any],
                 p99_goal: Goal | None = None) -> None:
         self.emit(Figure(f"{name}.avg", lat.avg_ms, "ms", base.avg_ms, None, params))
         self.emit(Figure(f"{name}.p99", lat.p99_ms, "ms", base.p99_ms, p99_goal, params))
-
-
-def _num(x: float) -> str:
-    return f"{x:,.0f}" if x >= 1000 else f"{x:,.2f}" if x < 10 else f"{x:,.1f}"
-
-
-def note(text: str) -> None:
-    print(f"# {text}", file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -171,12 +107,12 @@ class Stats:
 
 
 class Server:
-    """``logstore serve`` as a subprocess on free ports."""
+    """``logstore serve`` as a subprocess on free ports (its stderr is the bench's)."""
 
     def __init__(self, root: Path, flush: str) -> None:
         self.root = root
         self.flush = flush
-        self.proc: subprocess.Popen[str] | None = None
+        self.serve: ServeProcess | None = None
         self.namesrv = self.broker = ""
 
     def start(self) -> None:
@@ -184,36 +120,17 @@ class Server:
         conf = self.root / "broker.conf"
         conf.write_text(f"brokerName=bench-{self.flush.lower()}\nflushDiskType={self.flush}\n"
                         "autoCreateTopicEnable=false\n")
-        cmd = [sys.executable, "-m", "tools.cli", "serve", "--data-dir", str(self.root / "data"), "-c", str(conf),
-               "--namesrv-port", "0", "--broker-port", "0", "--log-level", "WARNING"]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=REPO)
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"logstore serve exited with {self.proc.wait()} before READY")
-            if line.startswith("READY "):
-                fields = dict(kv.split("=", 1) for kv in line.split()[1:])
-                self.namesrv, self.broker = fields["namesrv"], fields["broker"]
-                return
-        self.stop()
-        raise RuntimeError("logstore serve did not print READY in time")
+        self.serve = ServeProcess(self.root / "data", conf, stderr=None)
+        self.serve.start()
+        self.namesrv, self.broker = self.serve.namesrv, self.serve.broker
 
     def stop(self) -> None:
-        if self.proc is None:
+        if self.serve is None:
             return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                note(f"logstore serve ({self.flush}) did not stop within {STOP_TIMEOUT_S:g} s of SIGTERM; killed")
-                self.proc.kill()
-                self.proc.wait()
-        if self.proc.stdout is not None:
-            self.proc.stdout.close()
-        self.proc = None
+        self.serve.stop()
+        if self.serve.killed:
+            note(f"logstore serve ({self.flush}) did not stop within {STOP_GRACE_S:g} s of SIGTERM; killed")
+        self.serve = None
 
     def client_config(self, label: str) -> ClientConfig:
         return ClientConfig(namesrv_addr=self.namesrv, client_ip="127.0.0.1", instance_name=f"bench-{label}")
@@ -359,7 +276,7 @@ async def bench_sync(server: Server, rep: Reporter, args: argparse.Namespace, wo
             n = await send_loop(producer, topic, start + args.seconds, payload, lat)
             tps = n / (perf() - start)
             p = {**base, "senders": 1}
-            rep.emit(Figure("sync1.tps", tps, "msg/s", raw_ops, Goal("ratio", "min", 0.5), p))
+            rep.emit(Figure("sync1.tps", tps, "msg/s", raw_ops, Goal("ratio", 0.5), p))
             rep.latency("sync1", Stats(lat), raw_lat, p)
         if "sync64" in args.only:
             lat = []
@@ -368,7 +285,7 @@ async def bench_sync(server: Server, rep: Reporter, args: argparse.Namespace, wo
                                             for _ in range(args.senders)))
             tps = sum(counts) / (perf() - start)
             p = {**base, "senders": args.senders}
-            rep.emit(Figure(f"sync{args.senders}.tps", tps, "msg/s", raw_ops, Goal("value", "min", 20_000), p))
+            rep.emit(Figure(f"sync{args.senders}.tps", tps, "msg/s", raw_ops, Goal("value", 20_000), p))
             rep.latency(f"sync{args.senders}", Stats(lat), raw_lat, p)
     finally:
         await producer.shutdown()
@@ -406,7 +323,7 @@ async def bench_async(server: Server, rep: Reporter, args: argparse.Namespace, w
             backlog += args.backlog
             p = {**base, "messages": args.backlog, "batch": args.batch, "senders": args.batch_senders}
             if "batch" in args.only:
-                rep.emit(Figure("batch.tps", tps, "msg/s", raw_tps, Goal("value", "min", 100_000), p))
+                rep.emit(Figure("batch.tps", tps, "msg/s", raw_tps, Goal("value", 100_000), p))
                 rep.latency("batch", Stats(lat), raw_lat, p)
         if "consume" in args.only:
             await bench_consume(server, rep, args, topic, backlog)
@@ -446,7 +363,7 @@ async def bench_consume(server: Server, rep: Reporter, args: argparse.Namespace,
         await consumer.shutdown()
     p = {"messages": backlog, "pull_batch_size": args.pull_batch, "consume_message_batch_max_size":
          args.consume_batch, "queues": args.queues, "raw_read_bytes": data_bytes}
-    rep.emit(Figure("consume.tps", tps, "msg/s", raw_tps, Goal("value", "min", 100_000), p))
+    rep.emit(Figure("consume.tps", tps, "msg/s", raw_tps, Goal("value", 100_000), p))
 
 
 async def bench_e2e(server: Server, rep: Reporter, args: argparse.Namespace, producer: Producer) -> None:
@@ -506,7 +423,7 @@ async def bench_e2e(server: Server, rep: Reporter, args: argparse.Namespace, pro
     p = {"flushDiskType": "ASYNC_FLUSH", "rate": args.rate, "seconds": args.latency_seconds,
          "sent": total, "received": seen}
     rep.emit(Figure("e2e.tps", seen / elapsed, "msg/s", args.rate, None, p))
-    rep.latency("e2e", Stats(lat), raw, p, Goal("value", "max", 10.0))
+    rep.latency("e2e", Stats(lat), raw, p, Goal("value", 10.0, "max"))
 
 
 # -- command line -------------------------------------------------------------------------------------------
@@ -544,11 +461,9 @@ async def run_all(args: argparse.Namespace, rep: Reporter, work: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    try:
-        args = parser.parse_args(argv)
-    except SystemExit as exc:
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     only = {s.strip() for s in args.only.split(",") if s.strip()}
     if not only or only - set(SCENARIOS):
         print(f"logstore bench rocket: --only takes a subset of {','.join(SCENARIOS)}", file=sys.stderr)

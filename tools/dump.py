@@ -24,6 +24,7 @@ from typing import TextIO
 
 from logstore import inspect as li
 from logstore.io import RealIO
+from tools.cli_support import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, fail, parse_args, print_json
 
 PROG = "logstore-dump"
 SHOWN_CHARS_MAX = 120  # text mode only: --json always carries the whole value
@@ -41,36 +42,30 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     io = RealIO()
     path: str = args.path
     if not io.exists(path):
-        print(f"{PROG}: {path}: no such file or directory", file=sys.stderr)
-        return 2
+        return fail(PROG, f"{path}: no such file or directory", EXIT_USAGE)
     kind = li.path_kind(io, path)
     if kind is None:
-        print(f"{PROG}: {path}: not a store, log directory, segment, index, journal or checkpoint", file=sys.stderr)
-        return 2
+        return fail(PROG, f"{path}: not a store, log directory, segment, index, journal or checkpoint", EXIT_USAGE)
     try:
         report = li.describe(io, path, records=args.records, indexes=args.indexes)
     except OSError as exc:
-        print(f"{PROG}: {path}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    out = sys.stdout
+        return fail(PROG, f"{path}: {exc.strerror or exc}", EXIT_PROBLEMS)
     if args.json:
-        json.dump(report.to_dict(), out, indent=1)
-        out.write("\n")
+        print_json(report.to_dict())
     else:
-        render(report, out)
+        render(report, sys.stdout)
     problems = report.all_problems()
     for p in problems:
         print(f"{PROG}: error: {p}", file=sys.stderr)
     if problems:
         print(f"{PROG}: {len(problems)} problem(s) found", file=sys.stderr)
-    return 1 if problems else 0
+    return EXIT_PROBLEMS if problems else EXIT_OK
 
 
 # -- text rendering -------------------------------------------------------------------------------

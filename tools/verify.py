@@ -3,7 +3,7 @@
     logstore-verify DIR [--json] [--quick]
 
 Reads every segment, index, journal, checkpoint and config file of the store at DIR and checks
-them (the list of checks is in ``logstore/inspect.py``). It writes nothing and takes no lock,
+them (the list of checks is in ``logstore/inspect/__init__.py``). It writes nothing and takes no lock,
 so it may run beside a broker that has the store open; the newest bytes of an open store can
 then show up as a torn tail.
 
@@ -18,11 +18,11 @@ store).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from logstore import inspect as li
 from logstore.io import RealIO
+from tools.cli_support import EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE, fail, parse_args, print_json
 from tools.progress import Progress, human_bytes
 
 PROG = "logstore-verify"
@@ -37,30 +37,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as exc:  # argparse: --help (0) or a usage error (2)
-        return exc.code if isinstance(exc.code, int) else 2
+    args = parse_args(build_parser(), argv)
+    if isinstance(args, int):
+        return args
     io = RealIO()
     root: str = args.dir
     if not io.is_dir(root):
-        print(f"{PROG}: {root}: no such directory", file=sys.stderr)
-        return 2
+        return fail(PROG, f"{root}: no such directory", EXIT_USAGE)
     if not li.is_store(io, root):
-        print(f"{PROG}: {root}: not a store (no logs/ directory)", file=sys.stderr)
-        return 2
+        return fail(PROG, f"{root}: not a store (no logs/ directory)", EXIT_USAGE)
     try:
         with Progress(0, "verify", unit="B") as bar:
             result = li.verify_store(io, root, quick=args.quick, progress=bar.set)
     except OSError as exc:  # a directory that cannot be listed: files are reported one by one
-        print(f"{PROG}: {exc.filename or root}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
+        return fail(PROG, f"{exc.filename or root}: {exc.strerror or exc}", EXIT_PROBLEMS)
     if args.json:
-        json.dump(result.to_dict(), sys.stdout, indent=1)
-        sys.stdout.write("\n")
+        print_json(result.to_dict())
     else:
         render(result)
-    return 0 if result.ok else 1
+    return EXIT_OK if result.ok else EXIT_PROBLEMS
 
 
 def render(r: li.VerifyResult) -> None:

@@ -1,6 +1,6 @@
 """Processes for the interop tests: our broker (``logstore serve``), the admin requests the
 tests make with the project's remoting client, and third-party client drivers that print JSON
-lines. Every process is bounded in time and stopped by its pid."""
+lines. Every process is bounded in time and stopped by its pid (adapters.rocket.testing)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -20,10 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters.rocket.remoting import RemotingClient, RemotingCommand, RequestCode, ResponseCode
+from adapters.rocket.testing import ServeProcess, stop_process
 
-REPO = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
-READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 PRODUCE_TIMEOUT_S = 60.0
 CONSUMER_LIFETIME_S = 90.0  # a consumer driver shuts itself down after this, whatever happens
@@ -31,58 +29,33 @@ CONSUMER_LIFETIME_S = 90.0  # a consumer driver shuts itself down after this, wh
 Event = dict[str, Any]
 
 
-def _kill(popen: subprocess.Popen[Any], grace_s: float) -> None:
-    """SIGTERM, then SIGKILL after ``grace_s``; always reaps."""
-    if popen.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(popen.pid, signal.SIGTERM)
-        try:
-            popen.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(popen.pid, signal.SIGKILL)
-            popen.wait(10)
-
-
 # -- our broker -------------------------------------------------------------------------------
 
 
 @dataclass
 class BrokerProcess:
-    """``logstore serve`` (name server + broker) on free 127.0.0.1 ports."""
+    """``logstore serve`` (name server + broker) on free 127.0.0.1 ports; its stderr in a file."""
 
     data_dir: Path
     log_dir: Path
-    popen: subprocess.Popen[bytes] | None = None
+    serve: ServeProcess | None = None
     namesrv: str = ""
     broker: str = ""
 
     def start(self) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        out_path = self.log_dir / "serve.out"
-        with open(out_path, "wb") as out, open(self.log_dir / "serve.err", "wb") as err:
-            self.popen = subprocess.Popen(
-                [sys.executable, "-m", "tools.cli", "serve", "--data-dir", str(self.data_dir),
-                 "--namesrv-port", "0", "--broker-port", "0", "--log-level", "WARNING"],
-                stdout=out, stderr=err, stdin=subprocess.DEVNULL, cwd=REPO)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            for line in out_path.read_text(errors="replace").splitlines():
-                if line.startswith("READY "):
-                    fields = dict(kv.split("=", 1) for kv in line.split()[1:])
-                    self.namesrv, self.broker = fields["namesrv"], fields["broker"]
-                    return
-            if self.popen.poll() is not None:
-                raise RuntimeError(f"logstore serve exited {self.popen.returncode} before READY:\n{self.stderr_tail()}")
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"logstore serve printed no READY line in {READY_TIMEOUT_S} s:\n{self.stderr_tail()}")
+        with open(self.log_dir / "serve.err", "wb") as err:
+            self.serve = ServeProcess(self.data_dir, stderr=err)
+            try:
+                self.serve.start()
+            except RuntimeError as exc:
+                raise RuntimeError(f"{exc}\n{self.stderr_tail()}") from None
+        self.namesrv, self.broker = self.serve.namesrv, self.serve.broker
 
     def stop(self) -> int | None:
-        if self.popen is None:
+        if self.serve is None:
             return None
-        _kill(self.popen, STOP_TIMEOUT_S)
-        return self.popen.returncode
+        return self.serve.stop()
 
     def stderr_tail(self, chars: int = 4000) -> str:
         path = self.log_dir / "serve.err"
@@ -213,7 +186,7 @@ class DriverProcess:
             f"\n{self.stderr_tail()}")
 
     def kill(self) -> None:
-        _kill(self.popen, 2.0)
+        stop_process(self.popen, grace_s=2.0)
         self._finish()
 
     def _finish(self) -> None:

@@ -17,20 +17,16 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from ..message import Message
-from .allocate import AllocateMessageQueueAveragely, AllocateMessageQueueStrategy
+from .allocate import AllocateMessageQueueStrategy
 from .common import ConsumeFromWhere, ConsumeType, MessageModel, MessageQueue, PullStatus
 from .config import ClientConfig
+from .consumer_base import ConsumerBase
 from .errors import MQClientError
-from .filter import SubscriptionData, build_subscription
-from .instance import MQClientInstance, MQClientManager
-from .offset_store import LocalFileOffsetStore, OffsetStore, RemoteBrokerOffsetStore
+from .filter import build_subscription
 from .process_queue import ProcessQueue
 from .pull import pull_once
-from .rebalance import RebalanceImpl
-from .start_offset import compute_pull_from_where, default_consume_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +41,9 @@ class _ConsumeRequest:
     msgs: list[Message]
 
 
-class LitePullConsumer:
+class LitePullConsumer(ConsumerBase):
+    CONSUME_TYPE = ConsumeType.CONSUME_ACTIVELY
+
     def __init__(
         self,
         consumer_group: str,
@@ -64,15 +62,11 @@ class LitePullConsumer:
         broker_suspend_max_time_ms: int = 20_000,
         offsets_dir: str | Path | None = None,
     ) -> None:
-        self.group = consumer_group
-        self.client_config = client_config or ClientConfig()
-        if namesrv_addr is not None:
-            self.client_config.namesrv_addr = namesrv_addr
-        self.message_model = message_model
-        self.consume_from_where = consume_from_where
-        self.consume_timestamp = consume_timestamp or default_consume_timestamp()
-        self.allocate_message_queue_strategy = (
-            allocate_message_queue_strategy or AllocateMessageQueueAveragely()
+        super().__init__(
+            consumer_group, namesrv_addr=namesrv_addr, client_config=client_config,
+            message_model=message_model, consume_from_where=consume_from_where,
+            consume_timestamp=consume_timestamp,
+            allocate_message_queue_strategy=allocate_message_queue_strategy, offsets_dir=offsets_dir,
         )
         self.auto_commit = auto_commit
         self.auto_commit_interval_ms = auto_commit_interval_ms
@@ -80,15 +74,9 @@ class LitePullConsumer:
         self.pull_threshold_for_queue = pull_threshold_for_queue
         self.poll_timeout_millis = poll_timeout_millis
         self.broker_suspend_max_time_ms = broker_suspend_max_time_ms
-        self.offsets_dir = offsets_dir
-        self.subscriptions: dict[str, SubscriptionData] = {}
         self._assigned: list[MessageQueue] | None = None
-        self._instance: MQClientInstance | None = None
-        self._offset_store: OffsetStore | None = None
-        self._rebalance: RebalanceImpl | None = None
         self._queues: dict[MessageQueue, ProcessQueue] = {}
         self._consumed: dict[MessageQueue, int] = {}  # next offset after what poll handed out
-        self._pull_tasks: dict[MessageQueue, asyncio.Task[None]] = {}
         self._buffer: asyncio.Queue[_ConsumeRequest] | None = None
         self._last_commit_s = time.monotonic()
         self._lock: asyncio.Lock | None = None
@@ -113,28 +101,11 @@ class LitePullConsumer:
     async def start(self) -> None:
         if self._instance is not None:
             return
-        instance = await MQClientManager.acquire(self.client_config)
-        instance.register_consumer(self)
-        self._instance = instance
+        instance = await self._acquire_instance()
         self._buffer = asyncio.Queue()
         self._lock = asyncio.Lock()
-        if self.message_model == MessageModel.BROADCASTING:
-            self._offset_store = LocalFileOffsetStore(instance.client_id, self.group, self.offsets_dir)
-        else:
-            self._offset_store = RemoteBrokerOffsetStore(instance, self.group)
-        await self._offset_store.load()
-        self._rebalance = RebalanceImpl(
-            instance, self.group, self.message_model, self.allocate_message_queue_strategy,
-            self.subscriptions,
-            compute_pull_from_where=self._compute_pull_from_where,
-            on_added=self._on_added,
-            on_removed=self._on_removed,
-        )
-        for topic in set(self.subscriptions) | {mq.topic for mq in self._assigned or []}:
-            try:
-                await instance.update_route(topic)
-            except Exception as exc:
-                log.warning("group %s: no route for %s yet: %s", self.group, topic, exc)
+        await self._open_offsets_and_rebalance(instance, self._on_added, self._on_removed)
+        await self._update_routes(instance, set(self.subscriptions) | {mq.topic for mq in self._assigned or []})
         await instance.send_heartbeat_to_all_brokers()
         if self._assigned is not None:
             await self._apply_assignment()
@@ -142,7 +113,7 @@ class LitePullConsumer:
             await self.do_rebalance()
 
     async def shutdown(self) -> None:
-        instance, self._instance = self._instance, None
+        instance = self._take_instance()
         if instance is None:
             return
         for pq in self._queues.values():
@@ -155,27 +126,9 @@ class LitePullConsumer:
         if self.auto_commit:
             await self.commit_sync()
         self._queues.clear()
-        await instance.unregister(consumer_group=self.group)
-        await MQClientManager.release(instance)
-
-    async def __aenter__(self) -> LitePullConsumer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.shutdown()
+        await self._release(instance)
 
     # -- what the client instance asks of every consumer ------------------------------------
-
-    def heartbeat_data(self) -> dict[str, Any]:
-        return {
-            "groupName": self.group,
-            "consumeType": ConsumeType.CONSUME_ACTIVELY.value,
-            "messageModel": self.message_model.value,
-            "consumeFromWhere": self.consume_from_where.value,
-            "subscriptionDataSet": [s.to_json() for s in self.subscriptions.values()],
-            "unitMode": False,
-        }
 
     def subscribed_topics(self) -> set[str]:
         return set(self.subscriptions) | {mq.topic for mq in self._assigned or []}
@@ -209,12 +162,6 @@ class LitePullConsumer:
                 if offset < 0:
                     raise MQClientError(f"cannot find where to start on {mq}")
                 self._on_added(mq, ProcessQueue(), offset)
-
-    async def _compute_pull_from_where(self, mq: MessageQueue) -> int:
-        assert self._instance is not None and self._offset_store is not None
-        return await compute_pull_from_where(
-            self._instance, self._offset_store, mq, self.consume_from_where, self.consume_timestamp
-        )
 
     def _on_added(self, mq: MessageQueue, pq: ProcessQueue, offset: int) -> None:
         self._queues[mq] = pq

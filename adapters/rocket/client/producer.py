@@ -29,6 +29,7 @@ from .common import DEFAULT_TOPIC, RETRY_GROUP_TOPIC_PREFIX, MessageQueue, SendR
 from .config import ClientConfig
 from .errors import MessageIllegalError, MQBrokerError, MQClientError, NoRouteError
 from .instance import MQClientInstance, MQClientManager
+from .lifecycle import ClientLifecycle
 from .route import TopicPublishInfo, TopicRouteData
 from .selector import MessageQueueSelector
 from .uniq_id import UniqIdGenerator
@@ -49,7 +50,7 @@ class SendCallback(Protocol):
     def on_exception(self, error: BaseException) -> None: ...
 
 
-class Producer:
+class Producer(ClientLifecycle):
     def __init__(
         self,
         producer_group: str = "DEFAULT_PRODUCER",
@@ -85,12 +86,10 @@ class Producer:
     async def start(self) -> None:
         if self._instance is not None:
             return
-        instance = await MQClientManager.acquire(self.client_config)
-        instance.register_producer(self)
-        self._instance = instance
+        await self._acquire_instance()
 
     async def shutdown(self) -> None:
-        instance, self._instance = self._instance, None
+        instance = self._take_instance()
         if instance is None:
             return
         if self._async_tasks:
@@ -98,12 +97,8 @@ class Producer:
         await instance.unregister(producer_group=self.group)
         await MQClientManager.release(instance)
 
-    async def __aenter__(self) -> Producer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.shutdown()
+    def _register(self, instance: MQClientInstance) -> None:
+        instance.register_producer(self)
 
     @property
     def instance(self) -> MQClientInstance:

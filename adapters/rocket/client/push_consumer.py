@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from ..message import Message
-from .allocate import AllocateMessageQueueAveragely, AllocateMessageQueueStrategy
+from .allocate import AllocateMessageQueueStrategy
 from .common import (
     RETRY_GROUP_TOPIC_PREFIX,
     ConsumeConcurrentlyStatus,
@@ -32,15 +32,12 @@ from .common import (
     PullStatus,
 )
 from .config import ClientConfig
+from .consumer_base import ConsumerBase
 from .errors import MQClientError
-from .filter import SubscriptionData, build_subscription
-from .instance import MQClientInstance, MQClientManager
+from .filter import build_subscription
 from .listener import ConsumeConcurrentlyContext, Listener, call_listener, listener_function
-from .offset_store import LocalFileOffsetStore, OffsetStore, RemoteBrokerOffsetStore
 from .process_queue import ProcessQueue
 from .pull import pull_once
-from .rebalance import RebalanceImpl
-from .start_offset import compute_pull_from_where, default_consume_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +47,9 @@ CONSUME_LATER_DELAY_S = 5.0  # RocketMQ's submitConsumeRequestLater
 SHUTDOWN_WAIT_S = 5.0  # how long shutdown waits for running listeners before committing
 
 
-class PushConsumer:
+class PushConsumer(ConsumerBase):
+    CONSUME_TYPE = ConsumeType.CONSUME_PASSIVELY
+
     def __init__(
         self,
         consumer_group: str,
@@ -76,15 +75,11 @@ class PushConsumer:
             raise ValueError("consume_message_batch_max_size must be in [1, 1024]")
         if not 1 <= pull_batch_size <= 1024:
             raise ValueError("pull_batch_size must be in [1, 1024]")
-        self.group = consumer_group
-        self.client_config = client_config or ClientConfig()
-        if namesrv_addr is not None:
-            self.client_config.namesrv_addr = namesrv_addr
-        self.message_model = message_model
-        self.consume_from_where = consume_from_where
-        self.consume_timestamp = consume_timestamp or default_consume_timestamp()
-        self.allocate_message_queue_strategy = (
-            allocate_message_queue_strategy or AllocateMessageQueueAveragely()
+        super().__init__(
+            consumer_group, namesrv_addr=namesrv_addr, client_config=client_config,
+            message_model=message_model, consume_from_where=consume_from_where,
+            consume_timestamp=consume_timestamp,
+            allocate_message_queue_strategy=allocate_message_queue_strategy, offsets_dir=offsets_dir,
         )
         self.consume_thread_min = consume_thread_min
         self.consume_thread_max = consume_thread_max
@@ -93,15 +88,9 @@ class PushConsumer:
         self.consume_message_batch_max_size = consume_message_batch_max_size
         self.broker_suspend_max_time_ms = broker_suspend_max_time_ms
         self.max_reconsume_times = max_reconsume_times
-        self.offsets_dir = offsets_dir
         self.pull_delay_when_exception_s = PULL_DELAY_WHEN_EXCEPTION_S
         self.consume_later_delay_s = CONSUME_LATER_DELAY_S
-        self.subscriptions: dict[str, SubscriptionData] = {}
         self._listener_fn: Any = None
-        self._instance: MQClientInstance | None = None
-        self._offset_store: OffsetStore | None = None
-        self._rebalance: RebalanceImpl | None = None
-        self._pull_tasks: dict[MessageQueue, asyncio.Task[None]] = {}
         self._consume_tasks: set[asyncio.Task[None]] = set()
         self._semaphore: asyncio.Semaphore | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -135,35 +124,17 @@ class PushConsumer:
         if self.message_model == MessageModel.CLUSTERING:
             # Retried messages come back on the group's retry topic (once the broker has it).
             self.subscriptions.setdefault(self.retry_topic, build_subscription(self.retry_topic, "*"))
-        instance = await MQClientManager.acquire(self.client_config)
-        instance.register_consumer(self)
-        self._instance = instance
+        instance = await self._acquire_instance()
         self._semaphore = asyncio.Semaphore(self.consume_thread_max)
         self._executor = ThreadPoolExecutor(self.consume_thread_max, f"consume-{self.group}")
         self._rebalance_lock = asyncio.Lock()
-        if self.message_model == MessageModel.BROADCASTING:
-            self._offset_store = LocalFileOffsetStore(instance.client_id, self.group, self.offsets_dir)
-        else:
-            self._offset_store = RemoteBrokerOffsetStore(instance, self.group)
-        await self._offset_store.load()
-        self._rebalance = RebalanceImpl(
-            instance, self.group, self.message_model, self.allocate_message_queue_strategy,
-            self.subscriptions,
-            compute_pull_from_where=self._compute_pull_from_where,
-            on_added=self._start_pulling,
-            on_removed=self._remove_unnecessary_queue,
-        )
-        for topic in self.subscriptions:
-            try:
-                await instance.update_route(topic)
-            except Exception as exc:
-                level = logging.DEBUG if topic == self.retry_topic else logging.WARNING
-                log.log(level, "group %s: no route for %s yet: %s", self.group, topic, exc)
+        await self._open_offsets_and_rebalance(instance, self._start_pulling, self._remove_unnecessary_queue)
+        await self._update_routes(instance, self.subscriptions, quiet_topic=self.retry_topic)
         await instance.send_heartbeat_to_all_brokers()
         await self.do_rebalance()
 
     async def shutdown(self) -> None:
-        instance, self._instance = self._instance, None
+        instance = self._take_instance()
         if instance is None:
             return
         rebalance = self._rebalance
@@ -179,27 +150,9 @@ class PushConsumer:
         rebalance.process_queue_table.clear()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
-        await instance.unregister(consumer_group=self.group)
-        await MQClientManager.release(instance)
-
-    async def __aenter__(self) -> PushConsumer:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.shutdown()
+        await self._release(instance)
 
     # -- what the client instance asks of every consumer ------------------------------------
-
-    def heartbeat_data(self) -> dict[str, Any]:
-        return {
-            "groupName": self.group,
-            "consumeType": ConsumeType.CONSUME_PASSIVELY.value,
-            "messageModel": self.message_model.value,
-            "consumeFromWhere": self.consume_from_where.value,
-            "subscriptionDataSet": [s.to_json() for s in self.subscriptions.values()],
-            "unitMode": False,
-        }
 
     def subscribed_topics(self) -> set[str]:
         return set(self.subscriptions)
@@ -219,12 +172,6 @@ class PushConsumer:
         return sorted(self._rebalance.process_queue_table) if self._rebalance else []
 
     # -- rebalance hooks --------------------------------------------------------------------
-
-    async def _compute_pull_from_where(self, mq: MessageQueue) -> int:
-        assert self._instance is not None and self._offset_store is not None
-        return await compute_pull_from_where(
-            self._instance, self._offset_store, mq, self.consume_from_where, self.consume_timestamp
-        )
 
     def _start_pulling(self, mq: MessageQueue, pq: ProcessQueue, offset: int) -> None:
         task = asyncio.create_task(self._pull_loop(mq, pq, offset), name=f"pull-{mq.key}")

@@ -1,12 +1,9 @@
-"""A real ``logstore serve`` process per test (free 127.0.0.1 ports, a tmp data dir) and a
-small driver speaking the remoting protocol to it with our codec."""
+"""A real ``logstore serve`` process per test (free 127.0.0.1 ports, a tmp data dir; the shared
+test tool in adapters.rocket.testing) and a small driver speaking the remoting protocol to it
+with our codec."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +12,7 @@ import pytest
 
 from adapters.rocket.message import Message, decode_stored, encode_batch_body
 from adapters.rocket.remoting import RemotingClient, RemotingCommand, RequestCode
+from adapters.rocket.testing import ServeProcess, write_conf
 
 # SEND_MESSAGE_V2 header names (the broker's map, restated: importing broker code here would
 # import ``logstore``, which a tests/logstore folder used to shadow on this test tree's sys.path).
@@ -23,67 +21,6 @@ V2_SHORT = {
     "sysFlag": "f", "bornTimestamp": "g", "flag": "h", "properties": "i", "reconsumeTimes": "j",
     "unitMode": "k", "maxReconsumeTimes": "l", "batch": "m", "brokerName": "n",
 }
-READY_TIMEOUT_S = 20.0
-STOP_TIMEOUT_S = 10.0
-
-
-class ServeProcess:
-    """``logstore serve`` as a subprocess; restartable on the same data dir."""
-
-    def __init__(self, data_dir: Path, conf: Path | None = None) -> None:
-        self.data_dir = data_dir
-        self.conf = conf
-        self.proc: subprocess.Popen[str] | None = None
-        self.namesrv = ""
-        self.broker = ""
-        self.broker_port = 0
-
-    def start(self) -> None:
-        cmd = [sys.executable, "-m", "tools.cli", "serve", "--data-dir", str(self.data_dir),
-               "--namesrv-port", "0", "--broker-port", str(self.broker_port), "--log-level", "WARNING"]
-        if self.conf is not None:
-            cmd += ["-c", str(self.conf)]
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-                                     cwd=Path(__file__).resolve().parents[3])
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        assert self.proc.stdout is not None
-        while time.monotonic() < deadline:
-            line = self.proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"serve exited with {self.proc.wait()} before READY")
-            if line.startswith("READY "):
-                fields = dict(kv.split("=", 1) for kv in line.split()[1:])
-                self.namesrv, self.broker = fields["namesrv"], fields["broker"]
-                self.broker_port = int(self.broker.rsplit(":", 1)[1])  # a restart keeps the port
-                return
-        raise RuntimeError("serve did not print READY in time")
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        assert self.proc is not None
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, sig)
-            try:
-                self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        assert self.proc.stdout is not None
-        self.proc.stdout.close()
-        return self.proc.returncode
-
-    def restart(self, sig: int = signal.SIGTERM) -> int:
-        code = self.stop(sig)
-        self.start()
-        return code
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-
-def write_conf(path: Path, **keys: object) -> Path:
-    path.write_text("".join(f"{k}={v}\n" for k, v in keys.items()))
-    return path
 
 
 @pytest.fixture
