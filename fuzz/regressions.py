@@ -18,4 +18,6 @@ SEEDS: list[tuple[int, str]] = [
     (2, "a recycled journal file's old entries, cut mid-entry, read as damage in a non-last file"),
     (5476, "delete_records_before returned at once after an earlier call failed to persist the start"),
     (6254, "recovery served a log whose first segment began above a log start that was not durable"),
+    (8378, "a retention leftover below the log start was kept when the segment after it was lost too"),
+    (20110, "a segment that recovery created had its directory entry never fsynced"),
 ]

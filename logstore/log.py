@@ -95,6 +95,7 @@ class Log:
         self.log_start_offset = log_start_offset
         self.persisted_log_start = log_start_offset  # what the checkpoint file says
         self.recovery_point = recovery_point
+        self.dir_dirty = False  # set by _new_segment: a segment made here needs a dir fsync
         if not segments:
             self.segments.append(self._new_segment(log_start_offset))
         self.end_offset = self.segments[-1].next_offset  # written
@@ -103,7 +104,6 @@ class Log:
         self._visible = (self.segments[-1].base_offset, self.segments[-1].size)
         self.failure: BaseException | None = None
         self.closed = False
-        self.dir_dirty = False
         self.unflushed_bytes = 0
         self.last_flush_ms = hooks.clock.now_ms()
         self._waiters: list[asyncio.Future[None]] = []

@@ -118,9 +118,13 @@ def _recover(
     clean: bool, directory: str,
 ) -> RecoveredLog:
     # R7: whole segments below the log start are leftovers of an interrupted deletion. We
-    # decide from the next segment's base, which needs no read of the doomed one.
+    # decide from the next segment's base, which needs no read of the doomed one, or, when
+    # that segment is gone too (it may never have been durable), from a header walk.
     doomed: list[Segment] = []
-    while len(opened) > 1 and opened[1][0].base_offset <= log_start:
+    while opened and opened[0][0].base_offset < log_start and (
+        (len(opened) > 1 and opened[1][0].base_offset <= log_start)
+        or (_tail_walk(opened[0][0]) is None and opened[0][0].next_offset <= log_start)
+    ):
         doomed.append(opened.pop(0)[0])
     segments = [s for s, _ in opened]
     problems = {s.base_offset: p for s, p in opened}
