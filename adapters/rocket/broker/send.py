@@ -215,7 +215,10 @@ class SendProcessor:
             self._keep(task)
         else:
             try:
-                await asyncio.wait_for(asyncio.shield(task), broker.config.sync_flush_timeout / 1000)
+                # asyncio.timeout, unlike wait_for, makes no extra task per message; the shield
+                # keeps a timed-out append running (it is reported as FLUSH_DISK_TIMEOUT).
+                async with asyncio.timeout(broker.config.sync_flush_timeout / 1000):
+                    await asyncio.shield(task)
             except TimeoutError:
                 code, remark = ResponseCode.FLUSH_DISK_TIMEOUT, "flush disk timeout"
                 self._keep(task)

@@ -92,3 +92,31 @@ async def test_auto_create_when_enabled(tmp_path: object) -> None:
     finally:
         await d.close()
         proc.stop()
+
+
+async def test_sync_flush_timeout_is_reported_and_the_message_kept(tmp_path: object) -> None:
+    """SYNC_FLUSH with a flush timeout shorter than any fsync: RocketMQ answers
+    FLUSH_DISK_TIMEOUT (stored on the broker, durability target not met yet), not an error."""
+    import asyncio
+    from pathlib import Path
+
+    from .conftest import ServeProcess, write_conf
+
+    base = Path(str(tmp_path))
+    proc = ServeProcess(base / "data", write_conf(base / "b.conf", flushDiskType="SYNC_FLUSH", syncFlushTimeout=0))
+    proc.start()
+    d = Driver(proc)
+    try:
+        await d.create_topic("Slow", 1)
+        resp = await d.send(Message("Slow", b"kept"), 0)
+        assert resp.code == ResponseCode.FLUSH_DISK_TIMEOUT, resp.remark
+        assert resp.ext_fields["queueOffset"] == "0"
+        for _ in range(50):
+            _, got = await d.pull("Slow", 0, 0)
+            if got:
+                break
+            await asyncio.sleep(0.05)
+        assert [m.body for m in got] == [b"kept"]
+    finally:
+        await d.close()
+        proc.stop()
