@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any, ClassVar
@@ -106,14 +107,17 @@ class ConsumerBase(ClientLifecycle):
             "unitMode": False,
         }
 
+    @abstractmethod
     def subscribed_topics(self) -> set[str]:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def do_rebalance(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def persist_consumer_offset(self) -> None:
-        raise NotImplementedError
+        ...
 
     async def _compute_pull_from_where(self, mq: MessageQueue) -> int:
         assert self._instance is not None and self._offset_store is not None

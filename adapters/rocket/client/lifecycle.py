@@ -4,21 +4,24 @@ it, so routes and heartbeats cover it), and ``async with`` does both."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Self
 
 from .config import ClientConfig
 from .instance import MQClientInstance, MQClientManager
 
 
-class ClientLifecycle:
+class ClientLifecycle(ABC):
     client_config: ClientConfig
     _instance: MQClientInstance | None
 
+    @abstractmethod
     async def start(self) -> None:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     async def shutdown(self) -> None:
-        raise NotImplementedError
+        ...
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -27,9 +30,10 @@ class ClientLifecycle:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.shutdown()
 
+    @abstractmethod
     def _register(self, instance: MQClientInstance) -> None:
         """Make this producer or consumer known to ``instance``."""
-        raise NotImplementedError
+        ...
 
     async def _acquire_instance(self) -> MQClientInstance:
         """For start: the shared instance, with this registered on it."""

@@ -12,8 +12,7 @@ from .cluster import Serve, serve, serve_available
 
 @pytest.fixture(scope="session")
 def rocket_serve(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Serve]:
-    if not serve_available():
-        pytest.skip("`logstore serve` is not available")
+    assert serve_available(), "`logstore serve` is not available"
     with serve(tmp_path_factory.mktemp("serve")) as server:
         yield server
 

@@ -15,8 +15,7 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 
 async def test_sync_send_retries_on_the_other_broker_when_one_is_gone(tmp_path: Path) -> None:
-    if not serve_available():
-        pytest.skip("`logstore` broker commands are not available")
+    assert serve_available(), "`logstore` broker commands are not available"
     with two_brokers(tmp_path) as cluster:
         await create_topic(list(cluster.brokers.values()), cluster.namesrv, "Failover", 2)
         config = ClientConfig(namesrv_addr=cluster.namesrv, client_ip="127.0.0.1",
