@@ -88,6 +88,7 @@ _I32 = struct.Struct(">i")
 _I16 = struct.Struct(">h")
 _U16 = struct.Struct(">H")
 _I64 = struct.Struct(">q")
+_V4_MIDDLE = struct.Struct(">8sq8siqi")  # born host, store ts, store host, reconsume, prepared, body len
 _BATCH_HEAD = struct.Struct(">iiiii")  # total, magic, crc, flag, bodyLen
 
 _V4_HOST = struct.Struct(">4si")
@@ -302,18 +303,24 @@ def decode_one_stored(buf: bytes | bytearray | memoryview, pos: int = 0) -> Mess
         if magic not in (MAGIC_V1, MAGIC_V2):
             raise MessageFormatError(f"bad magic {magic:#x} at byte {pos}")
         p = pos + _HEAD_BYTES
-        born_len = 20 if sys_flag & SYSFLAG_BORNHOST_V6 else 8
-        born_host = decode_host(buf[p : p + born_len])
-        p += born_len
-        (store_ts,) = _I64.unpack_from(buf, p)
-        p += 8
-        store_len = 20 if sys_flag & SYSFLAG_STOREHOST_V6 else 8
-        store_raw = bytes(buf[p : p + store_len])
-        p += store_len
-        (reconsume,) = _I32.unpack_from(buf, p)
-        (prepared,) = _I64.unpack_from(buf, p + 4)
-        (body_len,) = _I32.unpack_from(buf, p + 12)
-        p += 16
+        if not sys_flag & (SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6):
+            # The common case (IPv4 hosts) in one unpack: the consume path runs this per message.
+            born_raw, store_ts, store_raw, reconsume, prepared, body_len = _V4_MIDDLE.unpack_from(buf, p)
+            born_host = _decode_host(born_raw)
+            p += _V4_MIDDLE.size
+        else:
+            born_len = 20 if sys_flag & SYSFLAG_BORNHOST_V6 else 8
+            born_host = decode_host(buf[p : p + born_len])
+            p += born_len
+            (store_ts,) = _I64.unpack_from(buf, p)
+            p += 8
+            store_len = 20 if sys_flag & SYSFLAG_STOREHOST_V6 else 8
+            store_raw = bytes(buf[p : p + store_len])
+            p += store_len
+            (reconsume,) = _I32.unpack_from(buf, p)
+            (prepared,) = _I64.unpack_from(buf, p + 4)
+            (body_len,) = _I32.unpack_from(buf, p + 12)
+            p += 16
         if body_len < 0 or p + body_len > end:
             raise MessageFormatError(f"body length {body_len} runs past the record at byte {pos}")
         body = bytes(buf[p : p + body_len])
@@ -336,7 +343,7 @@ def decode_one_stored(buf: bytes | bytearray | memoryview, pos: int = 0) -> Mess
         raise MessageFormatError(f"record at byte {pos} does not parse: {exc}") from None
     if p != end:
         raise MessageFormatError(f"record at byte {pos}: fields end at {p}, size says {end}")
-    store_host = decode_host(store_raw)
+    store_host = _decode_host(store_raw)
     return Message(
         topic=topic, body=body, flag=flag, properties=decode_properties(props), queue_id=queue_id,
         queue_offset=queue_offset, commitlog_offset=phys, store_size=size, body_crc=crc,
