@@ -20,4 +20,5 @@ SEEDS: list[tuple[int, str]] = [
     (6254, "recovery served a log whose first segment began above a log start that was not durable"),
     (8378, "a retention leftover below the log start was kept when the segment after it was lost too"),
     (20110, "a segment that recovery created had its directory entry never fsynced"),
+    (7204, "a retention leftover's end was read through a damaged index (garbage offsets)"),
 ]

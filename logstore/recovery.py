@@ -123,7 +123,7 @@ def _recover(
     doomed: list[Segment] = []
     while opened and opened[0][0].base_offset < log_start and (
         (len(opened) > 1 and opened[1][0].base_offset <= log_start)
-        or (_tail_walk(opened[0][0]) is None and opened[0][0].next_offset <= log_start)
+        or _ends_by(opened[0][0], opened[0][1], log_start)
     ):
         doomed.append(opened.pop(0)[0])
     segments = [s for s, _ in opened]
@@ -208,6 +208,19 @@ def _recover(
             seg.index.sync()
         io.fsync_dir(directory)
     return RecoveredLog(kept, log_start, rp, report)
+
+
+def _ends_by(seg: Segment, index_problem: str | None, offset: int) -> bool:
+    """Whether the segment's batches provably all end at or below ``offset`` (a header walk,
+    from the last index entry when the index is sound, else from byte 0)."""
+    if index_problem is None:
+        if _tail_walk(seg) is not None:
+            return False
+        return seg.base_offset <= seg.next_offset <= offset
+    scan = Scan(seg.file, 0, seg.size, expected_offset=seg.base_offset, check_crc=False)
+    for _pos, _h in scan:
+        pass
+    return scan.stop is None and scan.expected_offset is not None and scan.expected_offset <= offset
 
 
 def _dense(segments: list[Segment]) -> bool:
