@@ -77,8 +77,7 @@ def encode_entry_head(seq: int, name: bytes, stamp: bytes, batch_total: int, mag
     bytes and ``magic_and_crc`` starts with its next 5 (see the layout: the entry CRC covers
     them, the batch CRC the rest)."""
     tail = _TAIL.pack(6 + len(name) + batch_total, seq, len(name)) + name
-    crc = crc32c.crc32c(bytes(magic_and_crc[:5]), crc32c.crc32c(stamp, crc32c.crc32c(tail)))
-    return _CRC.pack(crc) + tail
+    return _CRC.pack(crc32c.crc32c(b"".join((tail, stamp, magic_and_crc[:5])))) + tail
 
 
 @dataclass
@@ -166,11 +165,21 @@ class JournalWriter:
     def has_room(self, nbytes: int) -> bool:
         return self.size == 0 or self.size + nbytes <= self.file_bytes
 
-    def write_round(self, parts: Sequence[Buffer], nbytes: int) -> None:
-        """Write entries (``nbytes`` in all) and the end marker after them."""
-        assert self.file is not None
-        self.file.pwritev([*parts, END_MARKER], self.size)
+    def reserve(self, nbytes: int) -> int:
+        """Claim the next ``nbytes`` of the file for a round; returns where they start."""
+        at = self.size
         self.size += nbytes
+        return at
+
+    def write_at(self, parts: Sequence[Buffer], at: int) -> None:
+        """Write a reserved round's entries and the end marker after them. Rounds must be
+        written in the order they reserved: each end marker is overwritten by the next round."""
+        assert self.file is not None
+        self.file.pwritev([*parts, END_MARKER], at)
+
+    def write_and_sync(self, parts: Sequence[Buffer], at: int) -> None:
+        self.write_at(parts, at)
+        self.fdatasync()
 
     def fdatasync(self) -> None:
         assert self.file is not None

@@ -28,7 +28,7 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 from logstore import checkpoint as ckpt
 from logstore import journal as jn
@@ -45,6 +45,7 @@ from logstore.errors import (
 )
 from logstore.io import IO, Buffer, Clock, Lock, RealIO, SystemClock
 from logstore.log import Log, log_directory
+from logstore.worker import OrderedWorker
 
 T = TypeVar("T")
 LOCK_NAME = ".lock"
@@ -86,12 +87,9 @@ def check_name(name: str) -> None:
         raise InvalidNameError(f"log name {name!r} must be 1-200 of A-Z a-z 0-9 % | _ . -")
 
 
-class _Pending(NamedTuple):
-    log: Log
-    parts: list[Buffer]
-    total: int
-    next_offset: int
-    max_ts: int
+#: A queued sync append: (log, [stamp, rest of batch], total bytes, next offset, max timestamp).
+#: A plain tuple: one is built per append on the hot path.
+_Pending = tuple[Log, list[Buffer], int, int, int]
 
 
 class Store:
@@ -117,6 +115,7 @@ class Store:
         self._round_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logstore-fsync")
+        self._journal_worker = OrderedWorker("logstore-journal")
         self._tasks: list[asyncio.Task[None]] = []
         self.rounds = 0
 
@@ -276,6 +275,7 @@ class Store:
 
     def _release(self) -> None:
         self._executor.shutdown(wait=False)
+        self._journal_worker.close()
         self._lock.release()
 
     async def _drain(self) -> None:
@@ -359,6 +359,13 @@ class Store:
             return fut
         return loop.run_in_executor(self._executor, fn)
 
+    def _in_journal_order(self, fn: Callable[[], None]) -> asyncio.Future[None]:
+        """Run a journal write in the journal thread, after every earlier one (inline when IO
+        does not block, as simulated IO's does not)."""
+        if not self.io.fsync_blocks:
+            return self.run_blocking(fn)
+        return self._journal_worker.submit(fn)
+
     def enqueue_sync(self, log: Log, parts: list[Buffer], total: int, next_offset: int, max_ts: int) -> asyncio.Future[None]:
         if self.failure is not None:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -369,7 +376,7 @@ class Store:
             self._batches.append(([], asyncio.get_running_loop().create_future()))
             self._wake.set()
         queue, future = self._batches[-1]
-        queue.append(_Pending(log, parts, total, next_offset, max_ts))
+        queue.append((log, parts, total, next_offset, max_ts))
         return future
 
     def note_async_write(self, log: Log) -> None:
@@ -465,7 +472,9 @@ class Store:
             queue, future = self._batches.popleft()
             assert self.journal is not None
             journal = self.journal
-            nbytes = sum(jn.ENTRY_BYTES + len(p.log.name_bytes) + p.total for p in queue)
+            nbytes = 0
+            for p in queue:
+                nbytes += jn.ENTRY_BYTES + len(p[0].name_bytes) + p[2]
             try:
                 if not journal.has_room(nbytes):
                     await self._settle()  # the old file's fsyncs finish before it is closed
@@ -474,19 +483,23 @@ class Store:
                     journal.rotate(self._spares)
                 seq = journal.seq
                 parts: list[Buffer] = []
-                for p in queue:
-                    stamp, rest = p.parts
-                    parts += (jn.encode_entry_head(seq, p.log.name_bytes, stamp, p.total, rest), stamp, rest)  # type: ignore[arg-type]
-                journal.write_round(parts, nbytes)
+                head = jn.encode_entry_head
+                by_log: dict[Log, list[tuple[list[Buffer], int, int, int]]] = {}
+                for log, lparts, total, nxt, max_ts in queue:
+                    stamp, rest = lparts
+                    parts += (head(seq, log.name_bytes, stamp, total, rest), stamp, rest)  # type: ignore[arg-type]
+                    items = by_log.get(log)
+                    if items is None:
+                        items = by_log[log] = []
+                    items.append((lparts, total, nxt, max_ts))
+                at = journal.reserve(nbytes)
             except OSError as exc:
                 self._fail_store(exc, future)
                 return
-            # The fsync of the journal runs while the segments are written: readers need the
-            # segment copy only once the round is acknowledged, the ack needs only the journal.
-            synced = self.run_blocking(journal.fdatasync)
-            by_log: dict[Log, list[tuple[list[Buffer], int, int, int]]] = {}
-            for p in queue:
-                by_log.setdefault(p.log, []).append((p.parts, p.total, p.next_offset, p.max_ts))
+            # The journal write and its fsync run in the journal thread while the loop writes
+            # the segments: readers need the segment copy only once the round is acknowledged,
+            # the ack needs only the journal. A failed write fails the round like a failed fsync.
+            synced = self._in_journal_order(lambda: journal.write_and_sync(parts, at))
             marks: list[tuple[Log, int, int, int]] = []
             for log, items in by_log.items():
                 if log.failure is not None:
