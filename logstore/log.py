@@ -131,6 +131,19 @@ class Log:
     async def append(self, batch: Buffer, *, leader_epoch: int = 0) -> AppendResult:
         """Append one encoded batch (from :func:`logstore.batch.build_batch`). The log assigns
         its offsets. Returns when the batch is acknowledged under the log's flush policy."""
+        result, durable = self.start_append(batch, leader_epoch=leader_epoch)
+        if durable is not None:
+            await durable
+            self.check_acknowledged(result)
+        return result
+
+    def start_append(self, batch: Buffer, *, leader_epoch: int = 0) -> tuple[AppendResult, asyncio.Future[None] | None]:
+        """The part of :meth:`append` that does not wait: validate, assign the offsets, write
+        (``async``) or queue for the next group commit (``sync``). Offsets are assigned here,
+        so a caller that reads ``assigned_offset`` and calls this with no await in between
+        knows them in advance. For a sync log the second item is the group-commit round's
+        future, shared with other appends: await it (shielded if the waiter can be
+        cancelled), then call :meth:`check_acknowledged`. None when already acknowledged."""
         if self.failure is not None or self.closed:
             self._check_writable()
         count, batch_length, max_ts = rb.validate_for_append(batch, self.config.batch_bytes_max)
@@ -140,11 +153,7 @@ class Log:
         parts: list[Buffer] = [rb.STAMP.pack(base, batch_length, leader_epoch), memoryview(batch)[rb.STAMP_BYTES:]]
         result = AppendResult(base, next_offset - 1, max_ts)
         if self.is_sync:
-            # One future per group-commit round, shared by every append in it.
-            await self.hooks.enqueue_sync(self, parts, total, next_offset, max_ts)
-            if self.committed_offset < next_offset:
-                raise LogFailedError(f"log {self.name} is fail-stopped: {self.failure}")
-            return result
+            return result, self.hooks.enqueue_sync(self, parts, total, next_offset, max_ts)
         try:
             self.write(parts, total, next_offset, max_ts)
         except OSError as exc:
@@ -152,7 +161,12 @@ class Log:
             raise LogFailedError(f"write to log {self.name} failed: {exc}") from exc
         self.commit()
         self.hooks.note_async_write(self)
-        return result
+        return result, None
+
+    def check_acknowledged(self, result: AppendResult) -> None:
+        """After a sync append's round future resolved: raise if the round did not cover it."""
+        if self.committed_offset <= result.last_offset:
+            raise LogFailedError(f"log {self.name} is fail-stopped: {self.failure}")
 
     def write(self, parts: list[Buffer], total: int, next_offset: int, max_ts: int) -> None:
         """Put a stamped batch into the active segment (page cache), rolling first if due.

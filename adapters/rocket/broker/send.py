@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,12 +28,11 @@ from adapters.rocket.message import (
     MessageFormatError,
     decode_batch_items,
     encode_host,
-    encode_offset_msg_id,
     encode_stored_raw,
 )
 from adapters.rocket.remoting import Connection, RemotingCommand, ResponseCode
 from adapters.rocket.remoting.command import decode_properties
-from logstore import Log, LogFailedError
+from logstore import AppendResult, Log, LogFailedError
 from logstore.batch import build_opaque_batch
 from logstore.errors import InvalidBatchError
 
@@ -52,6 +52,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 PROPERTIES_BYTES_MAX = 0x7FFF
+HOSTS_CACHED_MAX = 4096
+_I64 = struct.Struct(">q")
 # SEND_MESSAGE_V2 abbreviates the header field names to one letter.
 V2_FIELDS = {
     "a": "producerGroup", "b": "topic", "c": "defaultTopic", "d": "defaultTopicQueueNums",
@@ -100,20 +102,11 @@ class SendProcessor:
         cfg = broker.config
         self.store_host, v6 = encode_host(cfg.broker_addr)
         self.store_host_flag = SYSFLAG_STOREHOST_V6 if v6 else 0
+        self.store_host_id = self.store_host  # offset message ids: store host + commit log offset
         self.topic_bytes_cache: dict[str, bytes] = {}
-        self._background: set[asyncio.Future[None]] = set()
+        self._hosts: dict[str, tuple[bytes, int]] = {}
+        self._gates: dict[asyncio.Future[None], asyncio.Future[bool]] = {}
         self.puts = 0
-
-    def _keep(self, task: asyncio.Future[None]) -> None:
-        """Hold a background append until it ends; log (not lose) its failure."""
-        self._background.add(task)
-
-        def done(t: asyncio.Future[None]) -> None:
-            self._background.discard(t)
-            if not t.cancelled() and t.exception() is not None:
-                log.error("background append failed: %s", t.exception())
-
-        task.add_done_callback(done)
 
     async def send(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         return await self._handle(conn, cmd, v2=False, batch=False)
@@ -180,12 +173,7 @@ class SendProcessor:
         if topic_bytes is None:
             topic_bytes = self.topic_bytes_cache[topic] = topic.encode()
         qlog, log_id = await broker.queues.get_or_create(topic, header.queue_id)
-        born_ip = conn.remote_addr
-        try:
-            born_host, born_v6 = encode_host(born_ip)
-        except (MessageFormatError, ValueError):
-            born_host, born_v6 = b"\x7f\x00\x00\x01\x00\x00\x00\x00", False
-        sys_flag_hosts = (SYSFLAG_BORNHOST_V6 if born_v6 else 0) | self.store_host_flag
+        born_host, sys_flag_hosts = self._born_host(conn.remote_addr)
         if batch:
             try:
                 items = [(it.body, it.flag, it.properties) for it in decode_batch_items(cmd.body)]
@@ -193,52 +181,103 @@ class SendProcessor:
                 raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"bad batch body: {exc}") from None
             if not items:
                 raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "the batch holds no message")
+            for i, (body, _flag, props) in enumerate(items):
+                if not body:
+                    raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"message {i} of the batch has an empty body")
+                if len(props.encode()) > PROPERTIES_BYTES_MAX:
+                    raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "the message properties are longer than 32767 bytes")
         else:
             items = [(cmd.body, header.flag, header.properties)]
-        for i, (body, _flag, props) in enumerate(items):
-            if not body:
-                raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"message {i} of the batch has an empty body")
-            if len(props.encode()) > PROPERTIES_BYTES_MAX:
-                raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "the message properties are longer than 32767 bytes")
         sys_flag = (header.sys_flag & ~(SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6)) | sys_flag_hosts
         put = _Put(topic, topic_bytes, header, qlog, log_id, items, sys_flag, born_host, self.store_host)
-        # The offsets are read and the append started inside one task step (see _Put.run).
-        task = asyncio.ensure_future(put.run(broker))
         try:
-            base = await asyncio.shield(put.started)
+            base, durable = put.start(broker)  # offsets read and assigned with no await between
         except InvalidBatchError as exc:
             raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"the batch is too large: {exc}") from None
-        wait = decode_properties(header.properties).get(PROPERTY_WAIT_STORE_MSG_OK, "true") != "false"
+        except LogFailedError as exc:
+            return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
         code = ResponseCode.SUCCESS
         remark = None
-        if not wait and qlog.is_sync:
-            self._keep(task)
-        else:
-            try:
-                # asyncio.timeout, unlike wait_for, makes no extra task per message; the shield
-                # keeps a timed-out append running (it is reported as FLUSH_DISK_TIMEOUT).
-                async with asyncio.timeout(broker.config.sync_flush_timeout / 1000):
-                    await asyncio.shield(task)
-            except TimeoutError:
-                code, remark = ResponseCode.FLUSH_DISK_TIMEOUT, "flush disk timeout"
-                self._keep(task)
-            except LogFailedError as exc:
-                return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
-        records = items
-        self.puts += len(records)
-        store_host = broker.config.broker_addr
-        msg_ids = ",".join(encode_offset_msg_id(store_host, encode_commitlog_offset(log_id, base + i))
-                           for i in range(len(records)))
+        if durable is not None:
+            wait = (PROPERTY_WAIT_STORE_MSG_OK not in header.properties
+                    or decode_properties(header.properties).get(PROPERTY_WAIT_STORE_MSG_OK, "true") != "false")
+            if not wait:
+                durable.add_done_callback(_log_round_failure)
+            else:
+                try:
+                    if not await self._flush_gate(durable):
+                        code, remark = ResponseCode.FLUSH_DISK_TIMEOUT, "flush disk timeout"
+                    else:
+                        put.check_acknowledged()
+                except LogFailedError as exc:
+                    return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
+        n = len(items)
+        self.puts += n
+        prefix = self.store_host_id
+        msg_ids = ",".join((prefix + _I64.pack(encode_commitlog_offset(log_id, base + i))).hex().upper()
+                           for i in range(n))
         return cmd.make_response(code, remark, ext_fields={
             "msgId": msg_ids, "queueId": header.queue_id, "queueOffset": base,
             "MSG_REGION": "DefaultRegion", "TRACE_ON": "true",
         })
 
+    def _born_host(self, remote_addr: str) -> tuple[bytes, int]:
+        """(packed born host, sys flag host bits) of a connection's peer, cached by address."""
+        found = self._hosts.get(remote_addr)
+        if found is None:
+            try:
+                born_host, born_v6 = encode_host(remote_addr)
+            except (MessageFormatError, ValueError):
+                born_host, born_v6 = b"\x7f\x00\x00\x01\x00\x00\x00\x00", False
+            if len(self._hosts) >= HOSTS_CACHED_MAX:
+                self._hosts.clear()
+            found = self._hosts[remote_addr] = (born_host, (SYSFLAG_BORNHOST_V6 if born_v6 else 0) | self.store_host_flag)
+        return found
+
+    def _flush_gate(self, durable: asyncio.Future[None]) -> asyncio.Future[bool]:
+        """A future that is True once the group-commit round ``durable`` is acknowledged and
+        False if syncFlushTimeout passes first (the answer is then FLUSH_DISK_TIMEOUT; the
+        message stays stored). One gate and one timer per round, shared by its sends; the
+        round's own future is never awaited here, so a cancelled handler cannot cancel it."""
+        gate = self._gates.get(durable)
+        if gate is not None:
+            return gate
+        loop = asyncio.get_running_loop()
+        gate = self._gates[durable] = loop.create_future()
+        timer = loop.call_later(self.broker.config.sync_flush_timeout / 1000, self._gate_expired, durable, gate)
+
+        def round_done(fut: asyncio.Future[None]) -> None:
+            timer.cancel()
+            if self._gates.get(fut) is gate:
+                del self._gates[fut]
+            if gate.done():
+                _log_round_failure(fut)
+            elif fut.cancelled():
+                gate.set_exception(LogFailedError("the group commit was cancelled"))
+            elif fut.exception() is not None:
+                gate.set_exception(fut.exception())  # type: ignore[arg-type]
+            else:
+                gate.set_result(True)
+
+        durable.add_done_callback(round_done)
+        return gate
+
+    def _gate_expired(self, durable: asyncio.Future[None], gate: asyncio.Future[bool]) -> None:
+        if self._gates.get(durable) is gate:
+            del self._gates[durable]  # sends joining the round later get a fresh timer
+        if not gate.done():
+            gate.set_result(False)
+
+
+def _log_round_failure(fut: asyncio.Future[None]) -> None:
+    if not fut.cancelled() and fut.exception() is not None:
+        log.error("append not waited for failed: %s", fut.exception())
+
 
 class _Put:
-    """One append. ``run`` reads the log's next offset, builds the stored records with it and
-    starts ``log.append`` without awaiting in between, so the offsets written are the ones the
-    log assigns; ``started`` resolves to the base offset as soon as that has happened."""
+    """One append. :meth:`start` reads the log's next offset, builds the stored records with
+    it and starts the append without yielding in between, so the offsets written are the ones
+    the log assigns."""
 
     def __init__(self, topic: str, topic_bytes: bytes, header: SendHeader, qlog: Log, log_id: int,
                  items: list[tuple[bytes, int, str]], sys_flag: int, born_host: bytes, store_host: bytes) -> None:
@@ -251,9 +290,12 @@ class _Put:
         self.sys_flag = sys_flag
         self.born_host = born_host
         self.store_host = store_host
-        self.started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self.properties: list[dict[str, str]] = []
+        self.result: AppendResult | None = None
 
-    async def run(self, broker: Broker) -> None:
+    def start(self, broker: Broker) -> tuple[int, asyncio.Future[None] | None]:
+        """Store the records: (base queue offset, the group-commit future for a sync log or
+        None when already acknowledged). Raises InvalidBatchError, LogFailedError."""
         h = self.header
         qlog = self.qlog
         store_ts = broker.store.clock.now_ms()
@@ -268,16 +310,26 @@ class _Put:
                 born_host=self.born_host, store_timestamp=store_ts, store_host=self.store_host,
                 reconsume_times=h.reconsume_times,
             ))
-            keys.append((index_keys(self.topic, decode_properties(props)), phys))
-        try:
-            data = build_opaque_batch(b"".join(records), len(records), store_ts, store_ts)
-            if len(data) > qlog.config.batch_bytes_max:
-                raise InvalidBatchError(f"stored batch of {len(data)} bytes exceeds {qlog.config.batch_bytes_max}")
-        except InvalidBatchError as exc:
-            self.started.set_exception(exc)
-            return
+            parsed = decode_properties(props)
+            self.properties.append(parsed)
+            keys.append((index_keys(self.topic, parsed), phys))
+        data = build_opaque_batch(b"".join(records), len(records), store_ts, store_ts)
+        if len(data) > qlog.config.batch_bytes_max:
+            raise InvalidBatchError(f"stored batch of {len(data)} bytes exceeds {qlog.config.batch_bytes_max}")
+        self.result, durable = qlog.start_append(data)  # assigns exactly the offsets used above
         for k, phys in keys:
             broker.key_index.add(k, phys, store_ts)
         broker.key_index.mark(self.log_id, base + len(records))
-        self.started.set_result(base)  # no yield: its waiter runs after our next await
-        await qlog.append(data)  # append's synchronous prefix assigns exactly these offsets
+        return base, durable
+
+    def check_acknowledged(self) -> None:
+        assert self.result is not None
+        self.qlog.check_acknowledged(self.result)
+
+    async def run(self, broker: Broker) -> int:
+        """Store and wait until acknowledged under the log's flush policy; the base offset."""
+        base, durable = self.start(broker)
+        if durable is not None:
+            await asyncio.shield(durable)
+            self.check_acknowledged()
+        return base

@@ -38,6 +38,8 @@ from .errors import (
 log = logging.getLogger(__name__)
 
 PENDING_REQUESTS_MAX = 1024
+READ_CHUNK = 256 * 1024
+WRITE_COALESCE_BYTES = 256 * 1024
 
 Handler = Callable[["Connection", RemotingCommand], Awaitable[RemotingCommand | None]]
 
@@ -71,6 +73,9 @@ class Connection:
         self.pending_requests_max = pending_requests_max
         self._waiting: dict[int, asyncio.Future[RemotingCommand]] = {}
         self._handler_tasks: set[asyncio.Task[None]] = set()
+        self._out: list[bytes] = []  # frames waiting for the end of this turn of the loop
+        self._out_bytes = 0
+        self._flush_scheduled = False
         self._closed = False
         self.close_reason: str | None = None
         self._on_close: list[Callable[[Connection], None]] = []
@@ -90,32 +95,47 @@ class Connection:
     # -- reading -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Read and dispatch frames until the peer goes away or the stream is unusable."""
+        """Read and dispatch frames until the peer goes away or the stream is unusable.
+
+        Reads come in chunks of up to READ_CHUNK bytes and every whole frame in the buffer is
+        dispatched before the next read (one wake-up for many small frames). The buffer holds
+        at most one partial frame plus one chunk; a length prefix over the frame limit closes
+        the connection before its bytes are read."""
         reason = "closed by peer"
+        buf = bytearray()
         try:
             while not self._closed:
-                try:
-                    prefix = await self._reader.readexactly(LENGTH.size)
-                except asyncio.IncompleteReadError:
+                data = await self._reader.read(READ_CHUNK)
+                if not data:
+                    if buf:
+                        reason = "closed by peer in the middle of a frame"
                     break
-                (length,) = LENGTH.unpack(prefix)
-                check_frame_length(length, self.frame_bytes_max)
-                payload = await self._reader.readexactly(length)
-                await self._on_frame(payload)
+                buf += data
+                pos = 0
+                end = len(buf)
+                while end - pos >= LENGTH.size and not self._closed:
+                    (length,) = LENGTH.unpack_from(buf, pos)
+                    check_frame_length(length, self.frame_bytes_max)
+                    stop = pos + LENGTH.size + length
+                    if stop > end:
+                        break
+                    payload = bytes(buf[pos + LENGTH.size : stop])
+                    pos = stop
+                    self._on_frame(payload)
+                if pos:
+                    del buf[:pos]
         except FrameError as exc:
             reason = f"bad frame: {exc}"
             log.warning("closing %s: %s", self.remote_addr, reason)
         except HeaderError as exc:
             reason = f"unparseable header and no recoverable opaque: {exc}"
             log.warning("closing %s: %s", self.remote_addr, reason)
-        except asyncio.IncompleteReadError:
-            reason = "closed by peer in the middle of a frame"
         except OSError as exc:
             reason = f"connection error: {exc}"
         finally:
             self.close(reason)
 
-    async def _on_frame(self, payload: bytes) -> None:
+    def _on_frame(self, payload: bytes) -> None:
         try:
             cmd = decode_payload(payload)
         except HeaderError as exc:
@@ -129,7 +149,7 @@ class Connection:
                 remark=f"malformed request header: {exc}",
                 serialize_type=SerializeType(exc.serialize_type),
             )
-            await self._send_quietly(reply)
+            self._send_nowait(reply)
             return
         if cmd.is_response:
             future = self._waiting.pop(cmd.opaque, None)
@@ -143,7 +163,7 @@ class Connection:
             if not cmd.is_oneway:
                 remark = (f"[OVERLOAD] {self.pending_requests_max} requests already pending "
                           "on this connection")
-                await self._send_quietly(cmd.make_response(ResponseCode.SYSTEM_BUSY, remark))
+                self._send_nowait(cmd.make_response(ResponseCode.SYSTEM_BUSY, remark))
             return
         task = asyncio.create_task(self._handle(cmd))
         self._handler_tasks.add(task)
@@ -170,8 +190,7 @@ class Connection:
 
     # -- writing -----------------------------------------------------------------------------
 
-    async def send(self, cmd: RemotingCommand) -> None:
-        """Write one command and wait until the transport buffer has room again."""
+    def _frame(self, cmd: RemotingCommand) -> bytes:
         frame = encode_frame(cmd)
         if len(frame) > self.frame_bytes_max:
             raise FrameError(
@@ -179,12 +198,45 @@ class Connection:
             )
         if self._closed:
             raise RemotingClosedError(f"connection to {self.remote_addr} is closed")
+        return frame
+
+    def _enqueue(self, frame: bytes) -> None:
+        """Queue a frame; every frame queued in one turn of the event loop goes out with one
+        write at the end of it (or at once past WRITE_COALESCE_BYTES)."""
+        self._out.append(frame)
+        self._out_bytes += len(frame)
+        if self._out_bytes >= WRITE_COALESCE_BYTES:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        out, self._out, self._out_bytes = self._out, [], 0
+        if self._closed or not out:
+            return
         try:
-            self._writer.write(frame)
-            await self._writer.drain()
+            self._writer.write(out[0] if len(out) == 1 else b"".join(out))
         except OSError as exc:
             self.close(f"write failed: {exc}")
-            raise RemotingClosedError(f"connection to {self.remote_addr} failed: {exc}") from exc
+
+    async def send(self, cmd: RemotingCommand) -> None:
+        """Write one command; wait while the transport's buffer is over its high-water mark."""
+        self._enqueue(self._frame(cmd))
+        transport = self._writer.transport
+        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
+            try:
+                await self._writer.drain()
+            except OSError as exc:
+                self.close(f"write failed: {exc}")
+                raise RemotingClosedError(f"connection to {self.remote_addr} failed: {exc}") from exc
+
+    def _send_nowait(self, cmd: RemotingCommand) -> None:
+        try:
+            self._enqueue(self._frame(cmd))
+        except (RemotingClosedError, FrameError) as exc:
+            log.info("could not answer %s: %s", self.remote_addr, exc)
 
     async def _send_quietly(self, cmd: RemotingCommand) -> None:
         try:
@@ -206,7 +258,8 @@ class Connection:
         self._waiting[cmd.opaque] = future
         try:
             await self.send(cmd)
-            return await asyncio.wait_for(future, timeout_s)
+            async with asyncio.timeout(timeout_s):  # no extra task, unlike wait_for
+                return await future
         except TimeoutError:
             raise RemotingTimeoutError(
                 f"no response to code {cmd.code} (opaque {cmd.opaque}) from {self.remote_addr} "
@@ -225,6 +278,10 @@ class Connection:
     def close(self, reason: str = "closed locally") -> None:
         if self._closed:
             return
+        if self._out:
+            self._flush()  # answers queued before the close still go out
+            if self._closed:  # the flush failed and closed us
+                return
         self._closed = True
         self.close_reason = reason
         self._writer.close()
