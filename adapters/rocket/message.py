@@ -84,6 +84,10 @@ COMMITLOG_OFFSET_POSITION = 28
 SYSFLAG_POSITION = 36
 _HEAD = struct.Struct(">iIiiiqqiq")  # size, magic, crc, queueId, flag, queueOffset, phys, sysFlag, bornTs
 _HEAD_BYTES = _HEAD.size  # 48: born host starts here
+# Everything before the body when both hosts are IPv4: head, born host, store timestamp, store
+# host, reconsume times, prepared transaction offset, body length.
+_HEAD_V4 = struct.Struct(">iIiiiqqiq8sq8siqi")
+_FIXED_V4_BYTES = _HEAD_V4.size
 _I32 = struct.Struct(">i")
 _I16 = struct.Struct(">h")
 _U16 = struct.Struct(">H")
@@ -253,6 +257,18 @@ def encode_stored_raw(
     carrying the IPv6 bits that match them."""
     if len(properties) > 0x7FFF:
         raise MessageFormatError(f"properties of {len(properties)} bytes exceed 32767")
+    ntopic = len(topic)
+    if ntopic <= TOPIC_V1_BYTES_MAX and len(born_host) == 8 and len(store_host) == 8:  # IPv4: one pack
+        nbody = len(body)
+        return b"".join((
+            _HEAD_V4.pack(
+                _FIXED_V4_BYTES + nbody + 1 + ntopic + 2 + len(properties), MAGIC_V1,
+                zlib.crc32(body) & 0x7FFFFFFF if crc is None else crc, queue_id, flag, queue_offset,
+                commitlog_offset, sys_flag, born_timestamp, born_host, store_timestamp, store_host,
+                reconsume_times, prepared_transaction_offset, nbody,
+            ),
+            body, bytes((ntopic,)), topic, _I16.pack(len(properties)), properties,
+        ))
     v2 = len(topic) > TOPIC_V1_BYTES_MAX
     if len(topic) > 0x7FFF:
         raise MessageFormatError("topic too long")

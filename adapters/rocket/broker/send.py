@@ -82,18 +82,24 @@ class SendHeader:
 
     @classmethod
     def parse(cls, ext: dict[str, str], v2: bool) -> SendHeader:
-        if v2:
-            ext = {V2_FIELDS.get(k, k): v for k, v in ext.items()}
+        get = ext.get
+        names = _V2_NAMES if v2 else _V1_NAMES
         try:
             return cls(
-                topic=ext.get("topic", ""), queue_id=int(ext.get("queueId", "-1")),
-                sys_flag=int(ext.get("sysFlag", "0")), born_timestamp=int(ext.get("bornTimestamp", "0")),
-                flag=int(ext.get("flag", "0")), properties=ext.get("properties", "") or "",
-                reconsume_times=int(ext.get("reconsumeTimes", "0") or 0),
-                default_topic_queue_nums=int(ext.get("defaultTopicQueueNums", "4") or 4),
+                topic=get(names[0], ""), queue_id=int(get(names[1], "-1")),
+                sys_flag=int(get(names[2], "0")), born_timestamp=int(get(names[3], "0")),
+                flag=int(get(names[4], "0")), properties=get(names[5], "") or "",
+                reconsume_times=int(get(names[6], "0") or 0),
+                default_topic_queue_nums=int(get(names[7], "4") or 4),
             )
         except ValueError as exc:
             raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"bad send header field: {exc}") from None
+
+
+# The header fields SendHeader reads, by their V1 names and their V2 one-letter names.
+_V1_NAMES = ("topic", "queueId", "sysFlag", "bornTimestamp", "flag", "properties", "reconsumeTimes",
+             "defaultTopicQueueNums")
+_V2_NAMES = tuple({v: k for k, v in V2_FIELDS.items()}[n] for n in _V1_NAMES)
 
 
 class SendProcessor:
@@ -199,8 +205,8 @@ class SendProcessor:
         code = ResponseCode.SUCCESS
         remark = None
         if durable is not None:
-            wait = (PROPERTY_WAIT_STORE_MSG_OK not in header.properties
-                    or decode_properties(header.properties).get(PROPERTY_WAIT_STORE_MSG_OK, "true") != "false")
+            props = put.properties[0] if not batch else decode_properties(header.properties)
+            wait = props.get(PROPERTY_WAIT_STORE_MSG_OK, "true") != "false"
             if not wait:
                 durable.add_done_callback(_log_round_failure)
             else:

@@ -46,6 +46,8 @@ INT16 = struct.Struct(">h")
 INT32 = struct.Struct(">i")
 INT32_MIN, INT32_MAX = -(2**31), 2**31 - 1
 
+_LANGUAGE_BY_NAME: dict[str, LanguageCode] = dict(LanguageCode.__members__)
+_LANGUAGE_NAMES: dict[int, str] = {int(v): k for k, v in LanguageCode.__members__.items()}
 _OPAQUE_IN_JSON = re.compile(rb'"opaque"\s*:\s*"?(-?\d{1,11})"?')
 
 
@@ -73,7 +75,7 @@ class RemotingCommand:
         serialize_type: SerializeType = SerializeType.JSON,
     ) -> RemotingCommand:
         """A request; ``ext_fields`` values are turned into strings as Java does."""
-        fields = {k: java_str(v) for k, v in (ext_fields or {}).items() if v is not None}
+        fields = {k: v if type(v) is str else java_str(v) for k, v in ext_fields.items() if v is not None} if ext_fields else {}
         return cls(
             code=code,
             language=language,
@@ -99,7 +101,7 @@ class RemotingCommand:
         body: bytes = b"",
     ) -> RemotingCommand:
         """The answer to this request: same opaque, same header encoding, response flag set."""
-        fields = {k: java_str(v) for k, v in (ext_fields or {}).items() if v is not None}
+        fields = {k: v if type(v) is str else java_str(v) for k, v in ext_fields.items() if v is not None} if ext_fields else {}
         return RemotingCommand(
             code=code,
             language=LanguageCode.JAVA,
@@ -199,7 +201,7 @@ def decode_payload(payload: bytes | memoryview) -> RemotingCommand:
 def encode_json_header(cmd: RemotingCommand) -> bytes:
     obj: dict[str, Any] = {
         "code": cmd.code,
-        "language": LanguageCode(cmd.language).name,
+        "language": _LANGUAGE_NAMES.get(cmd.language) or LanguageCode(cmd.language).name,
         "version": cmd.version,
         "opaque": cmd.opaque,
         "flag": cmd.flag,
@@ -218,6 +220,24 @@ def decode_json_header(header: bytes) -> RemotingCommand:
         raise HeaderError(f"header is not valid JSON: {exc}", _scan_opaque(header)) from None
     if not isinstance(obj, dict):
         raise HeaderError("header is not a JSON object", _scan_opaque(header))
+    get = obj.get
+    code, opaque, flag, version = get("code"), get("opaque"), get("flag", 0), get("version", 0)
+    if (type(code) is int and type(opaque) is int and type(flag) is int and type(version) is int
+            and INT32_MIN <= opaque <= INT32_MAX and INT32_MIN <= code <= INT32_MAX
+            and INT32_MIN <= flag <= INT32_MAX and INT32_MIN <= version <= INT32_MAX):
+        language = get("language")
+        remark = get("remark")
+        return RemotingCommand(  # the common case, checked in one go
+            code=code,
+            language=_LANGUAGE_BY_NAME.get(language, LanguageCode.OTHER) if type(language) is str
+            else _language(language, opaque),
+            version=version,
+            opaque=opaque,
+            flag=flag,
+            remark=remark if type(remark) is str or remark is None else java_str(remark),
+            ext_fields=_ext_fields(get("extFields"), opaque),
+            serialize_type=SerializeType.JSON,
+        )
     opaque = _int32_field(obj, "opaque", None, None)
     code = _int32_field(obj, "code", None, opaque)
     return RemotingCommand(
@@ -278,7 +298,10 @@ def _ext_fields(value: object, opaque: int | None) -> dict[str, str]:
         return {}
     if not isinstance(value, dict):
         raise HeaderError(f"header field 'extFields' is not an object: {value!r}", opaque)
-    return {k: java_str(v) for k, v in value.items() if v is not None}
+    for v in value.values():
+        if type(v) is not str:
+            return {k: java_str(v) for k, v in value.items() if v is not None}
+    return value  # all strings, as Java peers send them: the parsed dict is ours to keep
 
 
 # ---------------------------------------------------------------------------------------------
