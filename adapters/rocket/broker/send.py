@@ -205,8 +205,8 @@ class SendProcessor:
         code = ResponseCode.SUCCESS
         remark = None
         if durable is not None:
-            props = put.properties[0] if not batch else decode_properties(header.properties)
-            wait = props.get(PROPERTY_WAIT_STORE_MSG_OK, "true") != "false"
+            sent = put.properties[0] if not batch else decode_properties(header.properties)
+            wait = sent.get(PROPERTY_WAIT_STORE_MSG_OK, "true") != "false"
             if not wait:
                 durable.add_done_callback(_log_round_failure)
             else:
