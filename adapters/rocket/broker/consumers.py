@@ -108,7 +108,8 @@ class ConsumerProcessor:
             if self.broker.topics.get(retry) is None:
                 from .topics import TopicConfig
 
-                await self.broker.create_topic(TopicConfig(retry, 1, 1))
+                # Told to the name servers now: the consumer routes to it right after this.
+                await self.broker.create_topic(TopicConfig(retry, 1, 1), register_now=True)
         return cmd.make_response(ResponseCode.SUCCESS)
 
     async def unregister_client(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:

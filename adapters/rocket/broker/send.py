@@ -77,6 +77,7 @@ class SendHeader:
     properties: str
     reconsume_times: int
     default_topic_queue_nums: int
+    max_reconsume_times: int | None = None  # sends to %RETRY% topics: DLQ at this many
 
     @classmethod
     def parse(cls, ext: dict[str, str], v2: bool) -> SendHeader:
@@ -89,6 +90,7 @@ class SendHeader:
                 flag=int(ext.get("flag", "0")), properties=ext.get("properties", "") or "",
                 reconsume_times=int(ext.get("reconsumeTimes", "0") or 0),
                 default_topic_queue_nums=int(ext.get("defaultTopicQueueNums", "4") or 4),
+                max_reconsume_times=int(ext["maxReconsumeTimes"]) if ext.get("maxReconsumeTimes") else None,
             )
         except ValueError as exc:
             raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"bad send header field: {exc}") from None
@@ -128,7 +130,13 @@ class SendProcessor:
         try:
             header = SendHeader.parse(cmd.ext_fields, v2)
             topic_config = await self._check(header, cmd.body, batch)
-            return await self._store(conn, cmd, header, topic_config, batch)
+            queue_id = header.queue_id
+            # Retry topics past their limit go to the DLQ, scheduled messages to a system queue.
+            moved = await self.broker.sendback.route_send(header, batch)
+            response = await self._store(conn, cmd, header, topic_config, batch)
+            if moved and response.code in (ResponseCode.SUCCESS, ResponseCode.FLUSH_DISK_TIMEOUT):
+                response.ext_fields["queueId"] = str(queue_id)  # RocketMQ answers the queue asked for
+            return response
         except SendRefused as exc:
             return cmd.make_response(exc.code, exc.remark)
 
