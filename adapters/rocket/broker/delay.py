@@ -2,7 +2,8 @@
 
 Two ways to schedule a message (checked in this order, as RocketMQ's HookUtils does):
 
-* ``DELAY`` = level n > 0: due at store time + the n-th delay of ``messageDelayLevel``
+* ``DELAY`` = level n > 0: due at store time + the n-th delay of ``messageDelayLevel`` (+ 1 ms: the
+  store time is rounded down to the millisecond)
   (default ``1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h``; units s, m, h, d).
   A level past the last one is the last one. A level <= 0 is an ordinary message. Any TIMER_*
   property of such a message is dropped.
@@ -90,17 +91,18 @@ def schedule_of(props: dict[str, str], now_ms: int, levels: int, timer_max_delay
             for key in TIMER_PROPERTIES:
                 props.pop(key, None)
             return Schedule(level=min(level, levels))
+    # A relative delay counts from now_ms + 1: now_ms is rounded down, and due is never early.
     if PROPERTY_TIMER_DELAY_SEC in props:
-        due = now_ms + _int_property(props, PROPERTY_TIMER_DELAY_SEC) * 1000
+        delay, rounding = _int_property(props, PROPERTY_TIMER_DELAY_SEC) * 1000, 1
     elif PROPERTY_TIMER_DELAY_MS in props:
-        due = now_ms + _int_property(props, PROPERTY_TIMER_DELAY_MS)
+        delay, rounding = _int_property(props, PROPERTY_TIMER_DELAY_MS), 1
     elif PROPERTY_TIMER_DELIVER_MS in props:
-        due = _int_property(props, PROPERTY_TIMER_DELIVER_MS)
+        delay, rounding = _int_property(props, PROPERTY_TIMER_DELIVER_MS) - now_ms, 0
     else:
         return None
-    if due <= now_ms:
+    if delay <= 0:
         return None  # RocketMQ stores a timer message that is already due as an ordinary one
-    if due - now_ms > timer_max_delay_s * 1000:
+    if delay > timer_max_delay_s * 1000:
         raise ScheduleError(f"timer message illegal, the delay time should not be bigger than the max delay "
-                            f"{timer_max_delay_s * 1000}ms (timerMaxDelaySec); asked for {due - now_ms}ms")
-    return Schedule(due_ms=due)
+                            f"{timer_max_delay_s * 1000}ms (timerMaxDelaySec); asked for {delay}ms")
+    return Schedule(due_ms=now_ms + delay + rounding)

@@ -45,7 +45,7 @@ import contextlib
 import dataclasses
 import heapq
 import logging
-from collections import defaultdict
+from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -82,8 +82,8 @@ log = logging.getLogger(__name__)
 PROGRESS_FILE = "delayOffset.json"
 POLL_S = 0.05  # new scheduled messages are noticed this soon
 ROUND_MESSAGES_MAX = 4096  # delivered per round
-READ_MESSAGES_MAX = 512  # per read of a system queue
-READ_BYTES_MAX = 4 * 1024 * 1024
+READ_MESSAGES_MAX = 64  # per read of a system queue (a level reads ahead at most this much)
+READ_BYTES_MAX = 256 * 1024
 LOAD_PER_ROUND_MAX = 20_000  # timer messages loaded into the heaps per round
 TIMER_DONE_MAX = 8192
 ROLLS_PER_ROUND_MAX = 256
@@ -105,7 +105,8 @@ class _Level:
     delay_ms: int
     log: Log
     cursor: int
-    head_due_ms: int | None = None  # due time of the message at cursor, once read
+    # Messages read ahead from cursor on (bounded by one read): a round looks at the head only.
+    ahead: deque[Message] = field(default_factory=deque)
 
 
 @dataclass
@@ -150,7 +151,6 @@ class Scheduler:
         self.timer: _Timer | None = None
         self._task: asyncio.Task[None] | None = None
         self._saver_task: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
         self._dirty = asyncio.Event()
         self._touched: dict[str, Log] = {}
         self._stopping = False
@@ -227,7 +227,6 @@ class Scheduler:
     async def close(self) -> None:
         """Finish the round under way, then save the progress."""
         self._stopping = True
-        self._wake.set()
         if self._task is not None:
             try:
                 await asyncio.wait_for(asyncio.shield(self._task), CLOSE_WAIT_S)
@@ -243,9 +242,6 @@ class Scheduler:
             except TimeoutError:
                 log.error("saving the schedule progress did not finish in %.0f s", CLOSE_WAIT_S)
 
-    def wake(self) -> None:
-        self._wake.set()
-
     # -- delivering ----------------------------------------------------------------------------
 
     async def _run(self) -> None:
@@ -256,12 +252,8 @@ class Scheduler:
             except Exception:
                 log.exception("delivering scheduled messages failed; retrying in %.0f s", FAILURE_BACKOFF_S)
                 wait_s = FAILURE_BACKOFF_S
-            if wait_s > 0 and not self._stopping:
-                self._wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), wait_s)
-            elif wait_s <= 0:
-                await asyncio.sleep(0)  # a backlog: let the broker serve between rounds
+            # At most POLL_S: a plain sleep (no task per round); close() waits that long at most.
+            await asyncio.sleep(wait_s if not self._stopping else 0)
             if loop.time() - self._last_trim_s >= TRIM_INTERVAL_S:
                 self._last_trim_s = loop.time()
                 await self._trim()
@@ -284,8 +276,7 @@ class Scheduler:
                 self._undo(r)
                 raise
             for lv, cursor in r.cursors:
-                if cursor != lv.cursor:
-                    lv.cursor = cursor
+                lv.cursor = cursor
             timer = self.timer
             assert timer is not None
             timer.done.update(key & QUEUE_OFFSET_MASK for key in r.timer_keys)
@@ -295,32 +286,29 @@ class Scheduler:
         return max(0.0, (r.next_due_ms - self._now_ms()) / 1000)
 
     def _scan_level(self, lv: _Level, now: int, r: _Round) -> None:
-        end = lv.log.committed_offset
-        if lv.cursor >= end:
-            return
-        if lv.head_due_ms is not None and lv.head_due_ms > now:
-            r.next_due_ms = min(r.next_due_ms, lv.head_due_ms)
-            return
         cursor = lv.cursor
-        lv.head_due_ms = None
-        while cursor < end:
-            budget = ROUND_MESSAGES_MAX - len(r.msgs)
-            if budget <= 0:
+        ahead = lv.ahead
+        while True:
+            if not ahead:
+                if cursor >= lv.log.committed_offset:
+                    break
+                got = read_messages(lv.log, cursor, READ_MESSAGES_MAX, READ_BYTES_MAX, _ALL)
+                if not got.count:
+                    break
+                ahead.extend(decode_stored(got.body))
+            # + 1: the store time is rounded down to the ms; due is never before the true time.
+            due = ahead[0].store_timestamp + lv.delay_ms + 1
+            if due > now:
+                r.next_due_ms = min(r.next_due_ms, due)
+                break
+            if len(r.msgs) >= ROUND_MESSAGES_MAX:
                 r.next_due_ms = now  # more is due: go again at once
                 break
-            got = read_messages(lv.log, cursor, min(budget, READ_MESSAGES_MAX), READ_BYTES_MAX, _ALL)
-            if not got.count:
-                break
-            for msg in decode_stored(got.body):
-                due = msg.store_timestamp + lv.delay_ms
-                if due > now:
-                    lv.head_due_ms = due
-                    r.next_due_ms = min(r.next_due_ms, due)
-                    r.cursors.append((lv, cursor))
-                    return
-                self._add_delivery(r, msg)
-                cursor = msg.queue_offset + 1
-        r.cursors.append((lv, cursor))
+            msg = ahead.popleft()
+            self._add_delivery(r, msg)
+            cursor = msg.queue_offset + 1
+        if cursor != lv.cursor:
+            r.cursors.append((lv, cursor))
 
     def _load_timer(self, r: _Round, now: int) -> None:
         """Put timer messages stored since the last round into the heaps."""
@@ -390,7 +378,7 @@ class Scheduler:
         for key in r.timer_keys:
             heapq.heappush(t.due_heap, key)
         for lv in self.levels:
-            lv.head_due_ms = None
+            lv.ahead.clear()
 
     async def _store(self, msgs: list[InnerMessage]) -> None:
         groups: dict[tuple[str, int], list[InnerMessage]] = defaultdict(list)
