@@ -23,13 +23,16 @@ stay) and moves the progress on:
 
 Memory: the timer heaps hold one entry per waiting timer message; at ``timerPendingMax`` (500,000,
 ~45 MB) a new timer message is refused (RocketMQ's timer flow control). Delay levels cost
-nothing per message in memory.
+nothing per message in memory: each level reads ahead at most ``READ_MESSAGES_MAX`` messages
+(``READ_BYTES_MAX``, or one message if it is larger). A round delivers at most
+``ROUND_MESSAGES_MAX`` messages and loads at most ``LOAD_PER_ROUND_MAX`` timer entries.
 
 Durability and progress (``config/delayOffset.json``, RocketMQ's name): a separate writer
 (``_saver``) takes a snapshot of the progress, fsyncs every queue log delivered to since the
 previous snapshot, and only then writes the snapshot (atomically). So the saved progress never
-covers a copy that is not durable: a scheduled message is never lost, across SIGTERM, SIGKILL
-or power loss. At-least-once: a crash after a copy was written and before the progress covering
+covers a copy that is not durable: the timer never loses a scheduled message the store kept,
+across SIGTERM, SIGKILL or power loss (what the store keeps of an acknowledged send is the flush
+policy's promise, README "What an acknowledgement means"). At-least-once: a crash after a copy was written and before the progress covering
 it was saved delivers that message again after the restart (at most ``SAVE_INTERVAL_S`` plus
 one fsync of deliveries). A message is never delivered before its due time: the check is
 against this broker's wall clock, and a message due during an outage is delivered right after
@@ -421,7 +424,8 @@ class Scheduler:
                 continue
             msg = decode_one_stored(data)
             rolls.append((o, InnerMessage.copy_of(msg, TIMER_TOPIC, 0)))
-            _prune_done(t)
+            if len(rolls) % 32 == 0:
+                _prune_done(t)  # O(len(done)): not after every roll
         if not rolls:
             return
         try:
