@@ -14,7 +14,8 @@ delayLevel, originMsgId, originTopic, unitMode, maxReconsumeTimes), as RocketMQ'
   else ``%RETRY%<group>`` (retryQueueNums queues, created on demand) with DELAY = delayLevel, or
   3 + reconsumeTimes when the client left it 0 (capped at the last level by the scheduler);
 * the copy keeps body, flag, properties, born time and host; reconsumeTimes + 1; RETRY_TOPIC =
-  the original topic (kept from an earlier retry); ORIGIN_MESSAGE_ID = the first failure's id.
+  the original topic (kept from an earlier retry); ORIGIN_MESSAGE_ID = the offset message id of
+  the first failed copy (kept from an earlier retry).
 
 The answer comes once the copy is stored under the broker's flush policy: the consumer commits
 its offset past the message after a SUCCESS, so a copy lost in a crash would lose the message.
@@ -26,6 +27,8 @@ fails) goes to ``%DLQ%<group>`` instead when the header's reconsumeTimes >= maxR
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import random
 from typing import TYPE_CHECKING, Any
@@ -54,6 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_RETRY_MAX_TIMES = 16
+ANNOUNCE_WAIT_S = 2.0
 DLQ_QUEUE_NUMS = 1
 FIRST_RETRY_LEVEL = 3  # 10 s with the default levels
 PROPERTY_DLQ_ORIGIN_TOPIC = "DLQ_ORIGIN_TOPIC"
@@ -96,8 +100,8 @@ class SendBackProcessor:
         limit = client_max if client_max >= 0 else _retry_max_times(group_config)
         props = dict(msg.properties)
         props.setdefault(PROPERTY_RETRY_TOPIC, msg.topic)
-        if not props.get(PROPERTY_ORIGIN_MESSAGE_ID):
-            props[PROPERTY_ORIGIN_MESSAGE_ID] = ext.get("originMsgId") or msg.msg_id
+        if not props.get(PROPERTY_ORIGIN_MESSAGE_ID):  # RocketMQ ignores the header's originMsgId too
+            props[PROPERTY_ORIGIN_MESSAGE_ID] = msg.msg_id
         copy = InnerMessage.copy_of(msg, "", 0)
         copy.properties = props
         copy.reconsume_times = msg.reconsume_times + 1
@@ -128,12 +132,10 @@ class SendBackProcessor:
         return cmd.make_response(ResponseCode.SUCCESS)
 
     async def _topic(self, topic: str, queues: int) -> TopicConfig:
-        """Retry and dead-letter topics are made on demand and told to the name servers at
-        once, so the group's consumers can route to them."""
         existing = self.broker.topics.get(topic)
         if existing is not None:
             return existing
-        return await self.broker.create_topic(TopicConfig(topic, queues, queues), register_now=True)
+        return await create_announced(self.broker, TopicConfig(topic, queues, queues))
 
     # -- the send path ---------------------------------------------------------------------------
 
@@ -180,6 +182,16 @@ class SendBackProcessor:
         await self._topic(header.topic, DLQ_QUEUE_NUMS)
         self.dead += 1
         return True
+
+
+async def create_announced(broker: Broker, config: TopicConfig) -> TopicConfig:
+    """Create a retry or dead-letter topic and tell the name servers, waiting for that at most
+    ``ANNOUNCE_WAIT_S``: the group's consumers route to it next, but a name server that does
+    not answer must not hold up a heartbeat or a send-back (registration goes on meanwhile)."""
+    config = await broker.create_topic(config)
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(broker.registrar.register_all()), ANNOUNCE_WAIT_S)
+    return config
 
 
 def _retry_max_times(group_config: dict[str, Any]) -> int:
