@@ -1,6 +1,7 @@
-"""The timer queue's bounded progress, in process: with ``TIMER_DONE_MAX`` made tiny, a message
-due far later than many short ones is rolled to the end of the timer queue (so the saved
-``done`` set stays small), survives a restart, and is still delivered once, on time."""
+"""The scheduler's bounded state, in process (its limits made tiny): a timer message due far later
+than many short ones is rolled to the end of the timer queue (so the saved ``done`` set stays
+small), survives a restart, and is still delivered once, on time; delivered segments of the
+system queues are deleted, and a restart after that neither loses nor repeats anything."""
 
 from __future__ import annotations
 
@@ -39,10 +40,12 @@ async def client() -> AsyncIterator[RemotingClient]:
         yield c
 
 
-async def send(client: RemotingClient, addr: str, body: bytes, deliver_ms: int) -> None:
+async def send(client: RemotingClient, addr: str, body: bytes, deliver_ms: int,
+               props: dict[str, str] | None = None) -> None:
+    props = props if props is not None else {"TIMER_DELIVER_MS": str(deliver_ms)}
     resp = await client.invoke(addr, RemotingCommand.request(RequestCode.SEND_MESSAGE, {
         "producerGroup": "PG", "topic": "TRoll", "queueId": 0, "sysFlag": 0, "bornTimestamp": deliver_ms,
-        "flag": 0, "properties": Message("TRoll", properties={"TIMER_DELIVER_MS": str(deliver_ms)}).properties_string(),
+        "flag": 0, "properties": Message("TRoll", properties=props).properties_string(),
         "reconsumeTimes": 0}, body), 5.0)
     assert resp.code == 0, resp.remark
 
@@ -88,5 +91,46 @@ async def test_far_message_is_rolled_and_survives_restart(tmp_path: Path, tiny_d
         assert time.time_ns() // 1_000_000 >= far_due
         await asyncio.sleep(0.3)
         assert sorted(await bodies(client, addr)) == sorted([b"far", *(b"s%d" % i for i in range(12))])
+    finally:
+        await broker.close()
+
+
+async def wait_bodies(client: RemotingClient, addr: str, count: int, timeout_s: float = 8.0) -> list[bytes]:
+    deadline = time.monotonic() + timeout_s
+    while len(got := await bodies(client, addr)) < count:
+        assert time.monotonic() < deadline, got
+        await asyncio.sleep(0.05)
+    return got
+
+
+async def test_delivered_segments_are_deleted_and_restart_repeats_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, client: RemotingClient) -> None:
+    monkeypatch.setattr(schedule, "SYSTEM_SEGMENT_BYTES", 4096)  # ~3 messages of 1 KiB a segment
+    monkeypatch.setattr(schedule, "TRIM_INTERVAL_S", 0.2)
+    body = b"x" * 1000
+    broker = await open_broker(tmp_path)
+    try:
+        await broker.create_topic(TopicConfig("TRoll", 1, 1))
+        addr = broker.config.broker_addr
+        now = time.time_ns() // 1_000_000
+        for i in range(12):
+            await send(client, addr, body + b"L%d" % i, now, {"DELAY": "1"})
+            await send(client, addr, body + b"T%d" % i, now, {"TIMER_DELAY_MS": "300"})
+        await wait_bodies(client, addr, 24)
+        level1, timer = broker.schedule.levels[0].log, broker.schedule.timer
+        assert timer is not None
+        deadline = time.monotonic() + 5
+        while not (level1.log_start_offset > 0 and timer.log.log_start_offset > 0):
+            assert time.monotonic() < deadline, (level1, timer.log)
+            await asyncio.sleep(0.05)
+    finally:
+        await broker.close()
+    broker = await open_broker(tmp_path)
+    try:
+        addr = broker.config.broker_addr
+        await send(client, addr, b"after", 0, {"DELAY": "1"})
+        got = await wait_bodies(client, addr, 25)
+        await asyncio.sleep(0.5)
+        assert len(await bodies(client, addr)) == 25 and got[-1] == b"after"  # nothing delivered twice
     finally:
         await broker.close()
