@@ -12,6 +12,8 @@
     logstore admin resetOffsetByTime -g GROUP -t TOPIC -s now|MILLIS|yyyy-MM-dd#HH:mm:ss:SSS [-f true]
     logstore admin updateSubGroup   (-b ADDR | -c CLUSTER) -g GROUP [-s true] [-m false] [-d true]
                                     [-o false] [-q 1] [-r 16] [-i 0] [-w 1] [-a true]
+    logstore admin dlqList          -g GROUP [-c 64] [-s BEGIN_OFFSET]
+    logstore admin resendDlq        -g GROUP (-i MSGID[,MSGID...] | -a [-c 64])
 
 Every subcommand takes ``-n namesrvAddr`` (``host:port;host:port``; default $NAMESRV_ADDR or
 127.0.0.1:9876) and ``--json`` (one JSON document on stdout instead of a table). Flags mqadmin has
@@ -24,6 +26,11 @@ stderr), 2 usage error.
 broker finds each queue's offset at the timestamp (its search-by-timestamp), stores it as the
 group's committed offset even when that moves it backwards, and tells the group's online
 consumers (RESET_CONSUMER_CLIENT_OFFSET). ``-f false`` only moves offsets backwards.
+
+Dead letters (``%DLQ%<group>``, where a message goes after the group's retryMaxTimes failed
+deliveries): ``dlqList`` lists them (offset message id, original topic, reconsume times);
+``queryMsgById -i`` shows one in full; ``resendDlq`` sends them (by id, or ``-a`` every listed
+one) back to ``%RETRY%<group>`` with reconsumeTimes 0, so only that group consumes them again.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from adapters.rocket.admin import Admin, AdminError, TopicSpec, message_json
+from adapters.rocket.admin.dlq import dlq_messages, dlq_topic, resend_dlq
 from logstore import runtime
 from tools.cli_support import parse_args
 
@@ -270,6 +278,26 @@ async def cmd_update_sub_group(admin: Admin, args: argparse.Namespace) -> None:
          lambda: "\n".join(f"create subscription group to {a} success." for a in addrs) + f"\n{config}")
 
 
+async def cmd_dlq_list(admin: Admin, args: argparse.Namespace) -> None:
+    msgs = await dlq_messages(admin, args.groupName, args.maxNum, args.beginOffset)
+    emit(args, {"group": args.groupName, "topic": dlq_topic(args.groupName),
+                "messages": [message_json(m, 4096) for m in msgs]}, lambda: table(
+        ("#Message ID", "#Origin Topic", "#Msg Key", "#Reconsume", "#QID", "#Offset", "#Store Time"),
+        [(m.msg_id, m.properties.get("RETRY_TOPIC", ""), m.properties.get("UNIQ_KEY", ""), m.reconsume_times,
+          m.queue_id, m.queue_offset, human_time(m.store_timestamp)) for m in msgs]))
+
+
+async def cmd_resend_dlq(admin: Admin, args: argparse.Namespace) -> None:
+    if bool(args.msgId) == bool(args.all):
+        raise UsageError("give -i MSGID[,MSGID...] or -a (every dead letter dlqList shows), not both")
+    ids = [i.strip() for part in args.msgId or [] for i in part.split(",") if i.strip()] or None
+    rows = await resend_dlq(admin, args.groupName, ids, args.maxNum)
+    emit(args, {"group": args.groupName, "resent": rows}, lambda: table(
+        ("#Dead Letter ID", "#Origin Topic", "#Msg Key", "#New Msg ID"),
+        [(r["msgId"], r["originTopic"], r["uniqKey"] or "", r["newMsgId"]) for r in rows])
+        + f"\n\n{len(rows)} message(s) sent back to {rows[0]['retryTopic'] if rows else '%RETRY%' + args.groupName}")
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 
 Handler = Callable[[Admin, argparse.Namespace], Awaitable[None]]
@@ -362,6 +390,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-i", "--brokerId", type=int)
     sp.add_argument("-w", "--whichBrokerWhenConsumeSlowly", type=int)
     sp.add_argument("-a", "--notifyConsumerIdsChanged", type=parse_bool)
+
+    sp = add("dlqList", cmd_dlq_list, "list a consumer group's dead letters (%DLQ%GROUP)")
+    sp.add_argument("-g", "--groupName", required=True)
+    sp.add_argument("-c", "--maxNum", type=int, default=64, help="at most this many (default 64)")
+    sp.add_argument("-s", "--beginOffset", type=int, default=0, help="from this queue offset (default 0)")
+
+    sp = add("resendDlq", cmd_resend_dlq, "send dead letters back to their group (%RETRY%GROUP)")
+    sp.add_argument("-g", "--groupName", required=True)
+    sp.add_argument("-i", "--msgId", action="append", help="offset message id(s) from dlqList; repeatable")
+    sp.add_argument("-a", "--all", action="store_true", help="every dead letter dlqList -c MAXNUM shows")
+    sp.add_argument("-c", "--maxNum", type=int, default=64, help="with -a: at most this many (default 64)")
     return p
 
 

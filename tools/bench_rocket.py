@@ -4,8 +4,8 @@ own ``logstore serve`` subprocess (free ports, a data dir under ``--dir`` or a t
 ``flushDiskType`` set through a ``-c`` broker.conf) and drives it with this project's Python
 client (adapters.rocket.client, asyncio on uvloop) from this process. Messages are 1 KiB.
 
-    logstore bench rocket [--quick] [--json] [--dir DIR] [--backlog 1000000] [--seconds 5]
-                          [--only sync1,sync64,batch,consume,e2e]
+    logstore bench rocket [SCENARIO] [--quick] [--json] [--dir DIR] [--backlog 1000000] [--seconds 5]
+                          [--only sync1,sync64,batch,consume,e2e,delay]
 
 Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latency):
 
@@ -29,6 +29,9 @@ Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latenc
   from just before the send to the listener seeing the message (one clock: one process).
   Baseline: a loopback TCP ping-pong of 1 KiB in this process (asyncio streams). Goal: p99 <=
   10 ms.
+* ``delay``: scheduled messages (delay levels and TIMER_DELAY_MS) at ``--rate`` msg/s for
+  ``--delay-seconds`` (10) on their own ASYNC_FLUSH broker; ``delay.p99`` is how late they reach
+  the listener (tools.bench_delay). Goal: p99 <= 1,000 ms.
 
 ``--quick`` shrinks everything (for tests). ``--json`` prints one JSON object per figure with
 keys ``name value unit baseline ratio goal params`` (as ``logstore bench``).
@@ -62,11 +65,12 @@ from adapters.rocket.client import (
 from adapters.rocket.testing import STOP_GRACE_S, ServeProcess
 from logstore import runtime
 from tools import benchkit
+from tools.bench_delay import bench_delay
 from tools.benchkit import Figure, Goal, note
 from tools.cli_support import parse_args
 
 MSG_BYTES = 1024
-SCENARIOS = ("sync1", "sync64", "batch", "consume", "e2e")
+SCENARIOS = ("sync1", "sync64", "batch", "consume", "e2e", "delay")
 perf = time.perf_counter
 
 
@@ -432,6 +436,7 @@ async def bench_e2e(server: Server, rep: Reporter, args: argparse.Namespace, pro
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="logstore bench rocket", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", nargs="?", choices=SCENARIOS, help="run only this scenario (as --only)")
     p.add_argument("--dir", default=None, help="keep data under DIR/bench-rocket-* (default: a temp dir)")
     p.add_argument("--json", action="store_true", help="one JSON object per figure")
     p.add_argument("--quick", action="store_true", help="tiny sizes (tests)")
@@ -446,6 +451,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--consume-batch", type=int, default=256, help="consumeMessageBatchMaxSize (256)")
     p.add_argument("--rate", type=float, default=1000.0, help="msg/s of the latency scenario (1000)")
     p.add_argument("--latency-seconds", type=float, default=None, help="duration of the latency scenario (10)")
+    p.add_argument("--delay-seconds", type=float, default=None, help="duration of the delay scenario's sends (10)")
     return p
 
 
@@ -458,13 +464,17 @@ async def run_all(args: argparse.Namespace, rep: Reporter, work: Path) -> None:
         note("ASYNC_FLUSH broker: batch, consume, e2e")
         with running(Server(work / "bench-rocket-async", "ASYNC_FLUSH")) as server:
             await bench_async(server, rep, args, work)
+    if "delay" in args.only:
+        note("ASYNC_FLUSH broker: delay")
+        with running(Server(work / "bench-rocket-delay", "ASYNC_FLUSH")) as server:
+            await bench_delay(server, rep, args, Stats)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(build_parser(), argv)
     if isinstance(args, int):
         return args
-    only = {s.strip() for s in args.only.split(",") if s.strip()}
+    only = {args.scenario} if args.scenario else {s.strip() for s in args.only.split(",") if s.strip()}
     if not only or only - set(SCENARIOS):
         print(f"logstore bench rocket: --only takes a subset of {','.join(SCENARIOS)}", file=sys.stderr)
         return 2
@@ -473,11 +483,12 @@ def main(argv: list[str] | None = None) -> int:
     args.backlog = args.backlog if args.backlog is not None else (20_000 if q else 1_000_000)
     args.seconds = args.seconds if args.seconds is not None else (0.5 if q else 5.0)
     args.latency_seconds = args.latency_seconds if args.latency_seconds is not None else (1.0 if q else 10.0)
+    args.delay_seconds = args.delay_seconds if args.delay_seconds is not None else (1.0 if q else 10.0)
     args.baseline_seconds = 0.3 if q else 2.0
     if q:
         args.senders = min(args.senders, 16)
     if min(args.backlog, args.senders, args.batch, args.batch_senders, args.queues) < 1 or args.seconds <= 0 \
-            or args.rate <= 0 or args.latency_seconds <= 0 or not 1 <= args.pull_batch <= 1024 \
+            or args.rate <= 0 or args.latency_seconds <= 0 or args.delay_seconds <= 0 or not 1 <= args.pull_batch <= 1024 \
             or not 1 <= args.consume_batch <= 1024:
         print("logstore bench rocket: sizes, counts and durations must be positive "
               "(--pull-batch and --consume-batch at most 1024)", file=sys.stderr)
@@ -487,7 +498,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dir is not None:
         work = Path(args.dir)
         work.mkdir(parents=True, exist_ok=True)
-        for sub in ("bench-rocket-sync", "bench-rocket-async"):
+        for sub in ("bench-rocket-sync", "bench-rocket-async", "bench-rocket-delay"):
             shutil.rmtree(work / sub, ignore_errors=True)  # each run starts from empty stores
         runtime.run(run_all(args, rep, work))
         return 0

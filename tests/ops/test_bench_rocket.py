@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 KEYS = {"name", "value", "unit", "baseline", "ratio", "goal", "params"}
 EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync16", "batch") for m in ("tps", "avg", "p99")] + [
-    "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99"]
+    "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99", "delay.avg", "delay.p99"]
 
 
 def test_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -26,7 +26,7 @@ def test_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
             assert isinstance(fig[key], float | int) and fig[key] > 0, fig
         assert fig["unit"] in ("msg/s", "ms"), fig
     goals = {f["name"]: f["goal"] for f in figures if f["goal"] is not None}
-    assert set(goals) == {"sync1.tps", "sync16.tps", "batch.tps", "consume.tps", "e2e.p99"}
+    assert set(goals) == {"sync1.tps", "sync16.tps", "batch.tps", "consume.tps", "e2e.p99", "delay.p99"}
     assert goals["e2e.p99"]["max"] == 10.0 and goals["sync1.tps"]["of"] == "ratio"
 
 

@@ -2,7 +2,8 @@
 to a RemotingServer.
 
 Layout under ``storePathRootDir``: the store's own files (``logs/``, ``journal/``, checkpoint)
-plus ``config/`` (topics.json, consumerOffset.json, subscriptionGroup.json, queueIds.json).
+plus ``config/`` (topics.json, consumerOffset.json, subscriptionGroup.json, queueIds.json,
+delayOffset.json).
 """
 
 from __future__ import annotations
@@ -30,7 +31,9 @@ from .persist import JsonFile
 from .pull import PullProcessor
 from .queues import QueueStore
 from .registration import Registrar
+from .schedule import Scheduler
 from .send import SendProcessor
+from .sendback import SendBackProcessor
 from .subscriptions import SubscriptionGroupManager
 from .topics import TopicConfig, TopicConfigManager
 
@@ -67,6 +70,8 @@ class Broker:
         self.pull = PullProcessor(self)
         self.consumer = ConsumerProcessor(self)
         self.admin = AdminProcessor(self)
+        self.schedule = Scheduler(self)
+        self.sendback = SendBackProcessor(self)
         self.send: SendProcessor  # needs the bound port: made in start()
 
     @classmethod
@@ -79,6 +84,7 @@ class Broker:
         return cls(config, store, server)
 
     async def start(self) -> None:
+        await self.schedule.open()  # its system queues are made with their own log config
         for name in self.topics.topics:  # queue logs a crash kept from being created
             await self._ensure_queues(self.topics.topics[name])
         reindexed = await self.key_index.open((t, lg, lid) for t, _q, lg, lid in self.queues.all_queues())
@@ -90,6 +96,7 @@ class Broker:
         self._register_handlers()
         self.server.add_disconnect_listener(self.clients.on_disconnect)
         self.offsets.start()
+        self.schedule.start()
         self.clients.start()
         self.registrar.start()
         log.info("broker %s listening on %s", self.config.broker_name, self.config.broker_addr)
@@ -97,6 +104,7 @@ class Broker:
     async def close(self) -> None:
         await self.registrar.close()
         await self.server.close()
+        await self.schedule.close()
         await self.clients.close()
         await self.key_index.close()
         await self.offsets.close()
@@ -119,6 +127,7 @@ class Broker:
             RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: a.update_subscription_group,
             GET_BROKER_RUNTIME_INFO: a.runtime_info,
             RequestCode.GET_TOPIC_STATS_INFO: a.topic_stats, RequestCode.INVOKE_BROKER_TO_RESET_OFFSET: a.reset_offset,
+            RequestCode.CONSUMER_SEND_MSG_BACK: self.sendback.send_back,
         }
         for code, fn in table.items():
             self.server.register(code, _refusing_bad_requests(fn))

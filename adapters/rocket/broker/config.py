@@ -15,6 +15,8 @@ from typing import Any
 
 from logstore import FLUSH_ASYNC, FLUSH_SYNC
 
+from .delay import DEFAULT_DELAY_LEVELS, parse_delay_levels
+
 log = logging.getLogger(__name__)
 
 SYNC_FLUSH = "SYNC_FLUSH"
@@ -46,6 +48,9 @@ class BrokerConfig:
     sync_flush_timeout: int = 5000  # ms: FLUSH_DISK_TIMEOUT past this
     lock_expire_ms: int = 60_000  # rocketmq.broker.rebalance.lockMaxLiveTime
     file_reserved_time: int = 72  # hours
+    message_delay_level: str = DEFAULT_DELAY_LEVELS  # delay levels 1..n (units s m h d)
+    timer_max_delay_sec: int = 3 * 24 * 3600  # TIMER_* messages at most this far ahead
+    timer_pending_max: int = 500_000  # TIMER_* messages waiting at once (memory: ~90 B each)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -70,6 +75,9 @@ class BrokerConfig:
             raise ValueError("defaultTopicQueueNums must be between 1 and 1024")
         if not 0 <= self.listen_port <= 65535:
             raise ValueError("listenPort must be a TCP port")
+        parse_delay_levels(self.message_delay_level)
+        if self.timer_max_delay_sec < 1 or self.timer_pending_max < 1:
+            raise ValueError("timerMaxDelaySec and timerPendingMax must be positive")
 
     def update(self, values: dict[str, str]) -> None:
         """Apply RocketMQ-named keys (camelCase) from a properties file or flags."""

@@ -106,9 +106,11 @@ class ConsumerProcessor:
             self.broker.subscriptions.find_or_create(group)
             retry = f"%RETRY%{group}"
             if self.broker.topics.get(retry) is None:
+                from .sendback import create_announced
                 from .topics import TopicConfig
 
-                await self.broker.create_topic(TopicConfig(retry, 1, 1))
+                # Told to the name servers now: the consumer routes to it right after this.
+                await create_announced(self.broker, TopicConfig(retry, 1, 1))
         return cmd.make_response(ResponseCode.SUCCESS)
 
     async def unregister_client(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:

@@ -79,6 +79,7 @@ class SendHeader:
     properties: str
     reconsume_times: int
     default_topic_queue_nums: int
+    max_reconsume_times: int | None = None  # sends to %RETRY% topics: DLQ at this many
 
     @classmethod
     def parse(cls, ext: dict[str, str], v2: bool) -> SendHeader:
@@ -91,6 +92,7 @@ class SendHeader:
                 flag=int(get(names[4], "0")), properties=get(names[5], "") or "",
                 reconsume_times=int(get(names[6], "0") or 0),
                 default_topic_queue_nums=int(get(names[7], "4") or 4),
+                max_reconsume_times=int(get(names[8]) or 0) if get(names[8]) else None,
             )
         except ValueError as exc:
             raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"bad send header field: {exc}") from None
@@ -98,7 +100,7 @@ class SendHeader:
 
 # The header fields SendHeader reads, by their V1 names and their V2 one-letter names.
 _V1_NAMES = ("topic", "queueId", "sysFlag", "bornTimestamp", "flag", "properties", "reconsumeTimes",
-             "defaultTopicQueueNums")
+             "defaultTopicQueueNums", "maxReconsumeTimes")
 _V2_NAMES = tuple({v: k for k, v in V2_FIELDS.items()}[n] for n in _V1_NAMES)
 
 
@@ -127,7 +129,13 @@ class SendProcessor:
         try:
             header = SendHeader.parse(cmd.ext_fields, v2)
             topic_config = await self._check(header, cmd.body, batch)
-            return await self._store(conn, cmd, header, topic_config, batch)
+            queue_id = header.queue_id
+            # Retry topics past their limit go to the DLQ, scheduled messages to a system queue.
+            moved = await self.broker.sendback.route_send(header, batch)
+            response = await self._store(conn, cmd, header, topic_config, batch)
+            if moved and response.code in (ResponseCode.SUCCESS, ResponseCode.FLUSH_DISK_TIMEOUT):
+                response.ext_fields["queueId"] = str(queue_id)  # RocketMQ answers the queue asked for
+            return response
         except SendRefused as exc:
             return cmd.make_response(exc.code, exc.remark)
 

@@ -195,8 +195,9 @@ class MQClientAPI:
         delay_level: int,
         origin_msg_id: str,
         origin_topic: str,
-        max_reconsume_times: int,
+        max_reconsume_times: int | None,
     ) -> None:
+        """``max_reconsume_times`` None: the broker uses the group's retryMaxTimes."""
         cmd = RemotingCommand.request(
             RequestCode.CONSUMER_SEND_MSG_BACK,
             {"offset": commit_log_offset, "group": group, "delayLevel": delay_level,

@@ -66,7 +66,7 @@ class PushConsumer(ConsumerBase):
         pull_batch_size: int = 32,
         consume_message_batch_max_size: int = 1,
         broker_suspend_max_time_ms: int = 15_000,
-        max_reconsume_times: int = 16,
+        max_reconsume_times: int = -1,
         offsets_dir: str | Path | None = None,
     ) -> None:
         if consume_thread_min > consume_thread_max or consume_thread_max < 1:
@@ -87,6 +87,8 @@ class PushConsumer(ConsumerBase):
         self.pull_batch_size = pull_batch_size
         self.consume_message_batch_max_size = consume_message_batch_max_size
         self.broker_suspend_max_time_ms = broker_suspend_max_time_ms
+        # -1: the broker applies the group's retryMaxTimes (16 unless updateSubGroup -r changed it);
+        # RocketMQ's Java client sends 16 then, which overrides the group's setting.
         self.max_reconsume_times = max_reconsume_times
         self.pull_delay_when_exception_s = PULL_DELAY_WHEN_EXCEPTION_S
         self.consume_later_delay_s = CONSUME_LATER_DELAY_S
@@ -130,7 +132,7 @@ class PushConsumer(ConsumerBase):
         self._rebalance_lock = asyncio.Lock()
         await self._open_offsets_and_rebalance(instance, self._start_pulling, self._remove_unnecessary_queue)
         await self._update_routes(instance, self.subscriptions, quiet_topic=self.retry_topic)
-        await instance.send_heartbeat_to_all_brokers()
+        await instance.send_heartbeat_to_all_brokers()  # the broker makes the retry topic now
         await self.do_rebalance()
 
     async def shutdown(self) -> None:
@@ -286,12 +288,12 @@ class PushConsumer(ConsumerBase):
             self._submit(mq, pq, keep, delay_s=self.consume_later_delay_s)
 
     async def _send_message_back(self, msg: Message, context: ConsumeConcurrentlyContext) -> bool:
-        """Hand a failed message to the broker's retry machinery; False if it would not take it.
-
-        The broker side of retries (%RETRY% topics, delay levels, DLQ) comes with a later
-        issue; until then a broker answers REQUEST_CODE_NOT_SUPPORTED (3) and we redeliver
-        locally after ``consume_later_delay_s`` instead. The message stays in its ProcessQueue
-        meanwhile, so the committed offset cannot pass it and a crash re-delivers it.
+        """Hand a failed message to the broker's retry machinery (CONSUMER_SEND_MSG_BACK): it
+        comes back on ``%RETRY%<group>`` after delay level 3 + reconsumeTimes, or goes to
+        ``%DLQ%<group>`` past maxReconsumeTimes. False if the broker would not take it (a broker
+        without retries answers REQUEST_CODE_NOT_SUPPORTED): then we redeliver locally after
+        ``consume_later_delay_s``. The message stays in its ProcessQueue meanwhile, so the
+        committed offset cannot pass it and a crash re-delivers it.
         """
         assert self._instance is not None
         try:
@@ -303,7 +305,7 @@ class PushConsumer(ConsumerBase):
                 delay_level=context.delay_level_when_next_consume,
                 origin_msg_id=msg.msg_id,
                 origin_topic=msg.topic,
-                max_reconsume_times=self.max_reconsume_times,
+                max_reconsume_times=self.max_reconsume_times if self.max_reconsume_times >= 0 else None,
             )
         except Exception as exc:
             log.info("group %s: send-back of %s refused (%s); redelivering locally in %.1f s",

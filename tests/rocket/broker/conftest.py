@@ -99,3 +99,27 @@ async def driver(serve: ServeProcess) -> AsyncIterator[Driver]:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+FAST_DELAY_LEVELS = "1s 2s 1s"  # level 3 (a first retry) is 1 s: retry and schedule tests stay short
+
+
+@pytest.fixture
+def sched_serve(tmp_path: Path) -> Iterator[ServeProcess]:
+    """A broker whose delay levels are 1 s, 2 s and 1 s."""
+    conf = write_conf(tmp_path / "broker.conf", brokerName="broker-a", messageDelayLevel=FAST_DELAY_LEVELS)
+    proc = ServeProcess(tmp_path / "data", conf)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+@pytest.fixture
+async def sd(sched_serve: ServeProcess) -> AsyncIterator[Driver]:
+    d = Driver(sched_serve)
+    try:
+        yield d
+    finally:
+        await d.close()

@@ -188,6 +188,7 @@ async def test_reconsume_later_redelivers(rocket_serve: Serve) -> None:
     def listener(msgs: list[Message], ctx: ConsumeConcurrentlyContext) -> ConsumeConcurrentlyStatus:
         body = msgs[0].body
         attempts[body] += 1
+        ctx.delay_level_when_next_consume = 1  # back through %RETRY% after 1 s, not level 3's 10 s
         if body == b"fail-once" and attempts[body] == 1:
             return ConsumeConcurrentlyStatus.RECONSUME_LATER
         if body == b"raise-once" and attempts[body] == 1:
