@@ -33,6 +33,8 @@ from .registration import Registrar
 from .send import SendProcessor
 from .subscriptions import SubscriptionGroupManager
 from .topics import TopicConfig, TopicConfigManager
+from .transaction import TransactionService
+from .transaction_check import TransactionChecker
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,8 @@ class Broker:
         self.pull = PullProcessor(self)
         self.consumer = ConsumerProcessor(self)
         self.admin = AdminProcessor(self)
+        self.transactions = TransactionService(self)
+        self.transaction_checker = TransactionChecker(self, self.transactions)
         self.send: SendProcessor  # needs the bound port: made in start()
 
     @classmethod
@@ -84,6 +88,7 @@ class Broker:
         reindexed = await self.key_index.open((t, lg, lid) for t, _q, lg, lid in self.queues.all_queues())
         if reindexed:
             log.info("re-indexed %d messages", reindexed)
+        await self.transactions.open()
         await self.server.start()
         self.config.listen_port = self.server.port
         self.send = SendProcessor(self)
@@ -91,6 +96,7 @@ class Broker:
         self.server.add_disconnect_listener(self.clients.on_disconnect)
         self.offsets.start()
         self.clients.start()
+        self.transaction_checker.start()
         self.registrar.start()
         log.info("broker %s listening on %s", self.config.broker_name, self.config.broker_addr)
 
@@ -98,6 +104,7 @@ class Broker:
         await self.registrar.close()
         await self.server.close()
         await self.clients.close()
+        await self.transaction_checker.close()
         await self.key_index.close()
         await self.offsets.close()
         await self.store.close()
@@ -119,6 +126,7 @@ class Broker:
             RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP: a.update_subscription_group,
             GET_BROKER_RUNTIME_INFO: a.runtime_info,
             RequestCode.GET_TOPIC_STATS_INFO: a.topic_stats, RequestCode.INVOKE_BROKER_TO_RESET_OFFSET: a.reset_offset,
+            RequestCode.END_TRANSACTION: self.transactions.end_transaction,
         }
         for code, fn in table.items():
             self.server.register(code, _refusing_bad_requests(fn))

@@ -46,6 +46,9 @@ class BrokerConfig:
     sync_flush_timeout: int = 5000  # ms: FLUSH_DISK_TIMEOUT past this
     lock_expire_ms: int = 60_000  # rocketmq.broker.rebalance.lockMaxLiveTime
     file_reserved_time: int = 72  # hours
+    transaction_check_interval: int = 30_000  # ms between check-back rounds
+    transaction_time_out: int = 6_000  # ms: a half message younger than this is not checked
+    transaction_check_max: int = 15  # checks before a half message goes to TRANS_CHECK_MAX_TIME_TOPIC
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -70,6 +73,9 @@ class BrokerConfig:
             raise ValueError("defaultTopicQueueNums must be between 1 and 1024")
         if not 0 <= self.listen_port <= 65535:
             raise ValueError("listenPort must be a TCP port")
+        if self.transaction_check_interval < 1 or self.transaction_time_out < 0 or self.transaction_check_max < 0:
+            raise ValueError("transactionCheckInterval must be positive; transactionTimeOut and "
+                             "transactionCheckMax must not be negative")
 
     def update(self, values: dict[str, str]) -> None:
         """Apply RocketMQ-named keys (camelCase) from a properties file or flags."""

@@ -36,6 +36,7 @@ from logstore import Log, LogFailedError
 from logstore.batch import build_opaque_batch
 from logstore.errors import InvalidBatchError
 
+from .consumers import BadRequest
 from .keyindex import index_keys
 from .queues import encode_commitlog_offset
 from .topics import (
@@ -45,6 +46,7 @@ from .topics import (
     TopicConfig,
     check_topic_name,
 )
+from .transaction import half_header
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -128,9 +130,16 @@ class SendProcessor:
         try:
             header = SendHeader.parse(cmd.ext_fields, v2)
             topic_config = await self._check(header, cmd.body, batch)
+            half = half_header(header, cmd.body, batch)  # TRAN_MSG=true: stored as a half message
+            if half is not None:
+                response = await self._store(conn, cmd, half, topic_config, batch)
+                response.ext_fields["queueId"] = str(header.queue_id)  # the real queue, as RocketMQ answers
+                return response
             return await self._store(conn, cmd, header, topic_config, batch)
         except SendRefused as exc:
             return cmd.make_response(exc.code, exc.remark)
+        except BadRequest as exc:
+            return cmd.make_response(ResponseCode.MESSAGE_ILLEGAL, str(exc))
 
     async def _check(self, header: SendHeader, body: bytes, batch: bool) -> TopicConfig:
         cfg = self.broker.config
