@@ -41,6 +41,7 @@ if it is already there.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from collections.abc import Iterator
@@ -242,28 +243,43 @@ class TransactionService:
             log.debug("END_TRANSACTION unknown for %d (check=%s): nothing to do", phys, from_check)
             return cmd.make_response(ResponseCode.SUCCESS, "transaction state unknown: left for the check-back")
         origin = origin_of(msg)
+        ops, _ = await self.op_log()
         if self.state.is_final(origin, msg.queue_offset):
             self.ignored += 1
             log.info("END_TRANSACTION %s for half message %d (origin %d, check=%s) ignored: already settled",
                      _OP_OF_TYPE[kind], msg.queue_offset, origin, from_check)
             return cmd.make_response(ResponseCode.SUCCESS, "the transaction is already settled: ignored")
-        ops, _ = await self.op_log()
-        # Claimed before any await: a concurrent duplicate sees it settled.
+        real = self._commit_copy(msg, origin, phys) if kind == TRANSACTION_COMMIT_TYPE else None
+        # Claimed with no await since the check: a concurrent duplicate sees it settled.
         self.state.settled[origin] = Settled(ops.assigned_offset, _OP_OF_TYPE[kind])
         try:
-            if kind == TRANSACTION_COMMIT_TYPE:
-                await self._commit(msg, origin, phys)
-            await self.write_op(origin, _OP_OF_TYPE[kind])
-        except (LogFailedError, BadRequest) as exc:
+            await self._settle(real, origin, _OP_OF_TYPE[kind])
+        except LogFailedError as exc:
             self.state.settled.pop(origin, None)
-            if isinstance(exc, BadRequest):
-                raise
             return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
         if kind == TRANSACTION_COMMIT_TYPE:
             self.committed += 1
         else:
             self.rolled_back += 1
         return cmd.make_response(ResponseCode.SUCCESS)
+
+    async def _settle(self, real: tuple[Message, str, int, dict[str, str]] | None, origin: int, state: str) -> None:
+        """Store the committed message (if any), then the op record. Both appends are started
+        in that order without waiting in between, so under SYNC_FLUSH they share one group-
+        commit round: the journal keeps their order, and a failed fsync fail-stops every sync
+        log, so the op record never survives without its message. An async append is written
+        before the next one starts, and the op record is not written if it failed."""
+        put = asyncio.ensure_future(self.put_copy(*real)) if real is not None else None
+
+        async def op_after_put() -> None:
+            if put is not None and put.done() and (put.cancelled() or put.exception() is not None):
+                raise LogFailedError("storing the committed message failed; no op record written")
+            await self.write_op(origin, state)
+
+        tasks = [t for t in (put, asyncio.ensure_future(op_after_put())) if t is not None]
+        for outcome in await asyncio.gather(*tasks, return_exceptions=True):
+            if isinstance(outcome, BaseException):
+                raise outcome if isinstance(outcome, LogFailedError) else LogFailedError(str(outcome))
 
     async def _find_half(self, phys: int) -> Message:
         found = self.broker.queues.by_commitlog_offset(phys)
@@ -275,21 +291,23 @@ class TransactionService:
             raise BadRequest(f"find prepared transaction message failed: no half message at offset {found[3]}")
         return decode_one_stored(raw)
 
-    async def _commit(self, half: Message, origin: int, phys: int) -> None:
+    def _commit_copy(self, half: Message, origin: int, phys: int) -> tuple[Message, str, int, dict[str, str]] | None:
+        """(message, topic, queue id, properties) to store for a commit; None when a restart
+        found it stored already. Its queue log must exist (so storing it never waits)."""
         topic = half.properties.get(PROPERTY_REAL_TOPIC, "")
         qid_text = half.properties.get(PROPERTY_REAL_QUEUE_ID, "")
-        if self.broker.topics.get(topic) is None or not qid_text.isdigit():
-            raise BadRequest(f"the real topic {topic!r} (queue {qid_text!r}) of the half message does not exist")
-        qid = int(qid_text)
+        qid = int(qid_text) if qid_text.isdigit() else -1
+        if self.broker.topics.get(topic) is None or self.broker.queues.get(topic, qid) is None:
+            raise BadRequest(f"the real queue {topic!r}:{qid_text!r} of the half message does not exist")
         props = {k: v for k, v in half.properties.items() if k not in _CLEARED_ON_COMMIT}
         if origin in self.state.suspects and self._already_committed(topic, qid, props):
             log.info("transaction %d was committed before the restart; writing its op record only", origin)
-            return
+            return None
         real = dataclasses.replace(
             half, sys_flag=(half.sys_flag & ~SYSFLAG_TRANSACTION_MASK) | SYSFLAG_TRANSACTION_COMMIT,
             prepared_transaction_offset=phys,
         )
-        await self.put_copy(real, topic, qid, props)
+        return real, topic, qid, props
 
     def _already_committed(self, topic: str, qid: int, props: dict[str, str]) -> bool:
         uniq = props.get(PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
