@@ -290,3 +290,23 @@ async def test_restart_keeps_op_state(d: Driver, tx_serve: ServeProcess, sig: in
     assert (await end(d, *pending, COMMIT)).code == 0
     assert "already settled" in ((await end(d, *pending, COMMIT)).remark or "")
     assert await bodies(d, "TR") == [b"paid", b"pending"]
+
+
+@pytest.mark.parametrize("tx_serve", [{"transactionTimeOut": 60_000}], indirect=True)
+async def test_commit_already_stored_before_a_crash_is_not_stored_again(d: Driver, tx_serve: ServeProcess) -> None:
+    """A crash between storing a commit's message and its op record leaves the message in its
+    topic with no op: after the restart, a commit of that transaction writes only the op."""
+    await d.create_topic("TS", 2)
+    half = await send_half(d, "TS", b"stored")
+    # What the crashed commit left: the committed copy (same UNIQ_KEY, sysFlag COMMIT), no op.
+    ext: dict[str, object] = {
+        "producerGroup": "PG", "topic": "TS", "defaultTopic": "TBW102", "defaultTopicQueueNums": 4, "queueId": 1,
+        "sysFlag": SYSFLAG_COMMIT, "bornTimestamp": int(time.time() * 1000), "flag": 0,
+        "properties": "PGROUP\x01PG\x02UNIQ_KEY\x01U-stored\x02", "reconsumeTimes": 0, "unitMode": False}
+    assert (await d.call(RequestCode.SEND_MESSAGE, ext, b"stored")).code == 0
+    tx_serve.restart(signal.SIGKILL)
+    await d.reconnect()
+    assert (await end(d, *half, COMMIT)).code == 0
+    assert await bodies(d, "TS") == [b"stored"]
+    assert await max_offset(d, OP) == 1
+    assert "already settled" in ((await end(d, *half, COMMIT)).remark or "")
