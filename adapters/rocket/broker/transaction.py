@@ -150,9 +150,8 @@ class Settled:
 class TransactionState:
     """What the op log and the check scan say, for the window not yet scanned."""
 
-    def __init__(self, half_offset: int, op_offset: int) -> None:
+    def __init__(self, half_offset: int) -> None:
         self.half_offset = half_offset
-        self.op_offset = op_offset
         self.settled: dict[int, Settled] = {}
         self.live: dict[int, int] = {}
         self.suspects: set[int] = set()  # origins in flight at the last start (see module doc)
@@ -183,7 +182,7 @@ class TransactionService:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.state = TransactionState(0, 0)
+        self.state = TransactionState(0)
         self.committed = 0
         self.rolled_back = 0
         self.ignored = 0
@@ -204,7 +203,7 @@ class TransactionService:
         offsets = self.broker.offsets
         half_offset = max(offsets.query(CHECK_GROUP, HALF_TOPIC, 0) or 0, half.log_start_offset)
         op_offset = max(offsets.query(CHECK_GROUP, OP_TOPIC, 0) or 0, ops.log_start_offset)
-        state = TransactionState(half_offset, op_offset)
+        state = TransactionState(half_offset)
         window: set[int] = set()
         for msg in iter_log(half, half_offset):
             origin = origin_of(msg)
