@@ -5,7 +5,7 @@ own ``logstore serve`` subprocess (free ports, a data dir under ``--dir`` or a t
 client (adapters.rocket.client, asyncio on uvloop) from this process. Messages are 1 KiB.
 
     logstore bench rocket [SCENARIO] [--quick] [--json] [--dir DIR] [--backlog 1000000] [--seconds 5]
-                          [--only sync1,sync64,batch,consume,e2e,delay]
+                          [--only sync1,sync64,tx,batch,consume,e2e,delay]
 
 Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latency):
 
@@ -15,6 +15,12 @@ Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latenc
   >= 0.5 (a round trip plus an fsync is the floor).
 * ``sync64``: the same broker, ``--senders`` (64) tasks each sending one at a time. Baseline:
   the raw fsync loop again. Goal: >= 20,000 msg/s.
+* ``tx``: the SYNC_FLUSH broker, transactional sends on the commit path: ``TransactionProducer.
+  send_message_in_transaction`` (half message, an async local transaction answering
+  COMMIT_MESSAGE, END_TRANSACTION oneway) from 1 and from ``--senders`` tasks (figures ``tx1``,
+  ``tx<senders>``); latency is one call. Baseline: plain ``Producer.send`` from as many tasks,
+  measured just before in the same run. Every committed message is counted in the topic
+  afterwards (``params.committed``).
 * ``batch``: ASYNC_FLUSH broker, ``--backlog`` messages with ``Producer.send_batch`` in batches
   of ``--batch`` (256) from ``--batch-senders`` (4) tasks, round-robin over the topic's queues;
   latency is one batch's round trip. Baseline: a raw sequential ``os.write`` of the same bytes
@@ -58,9 +64,12 @@ from adapters.rocket.client import (
     ClientConfig,
     ConsumeConcurrentlyStatus,
     ConsumeFromWhere,
+    LocalTransactionState,
     Message,
     Producer,
     PushConsumer,
+    TransactionListener,
+    TransactionProducer,
 )
 from adapters.rocket.testing import STOP_GRACE_S, ServeProcess
 from logstore import runtime
@@ -70,7 +79,7 @@ from tools.benchkit import Figure, Goal, note
 from tools.cli_support import parse_args
 
 MSG_BYTES = 1024
-SCENARIOS = ("sync1", "sync64", "batch", "consume", "e2e", "delay")
+SCENARIOS = ("sync1", "sync64", "tx", "batch", "consume", "e2e", "delay")
 perf = time.perf_counter
 
 
@@ -293,6 +302,75 @@ async def bench_sync(server: Server, rep: Reporter, args: argparse.Namespace, wo
             rep.latency(f"sync{args.senders}", Stats(lat), raw_lat, p)
     finally:
         await producer.shutdown()
+    if "tx" in args.only:
+        await bench_tx(server, rep, args)
+
+
+class CommitAll(TransactionListener):
+    async def execute_local_transaction(self, msg: Message, arg: Any) -> LocalTransactionState:
+        return LocalTransactionState.COMMIT_MESSAGE
+
+    async def check_local_transaction(self, msg: Message) -> LocalTransactionState:
+        return LocalTransactionState.COMMIT_MESSAGE
+
+
+async def tx_loop(producer: TransactionProducer, topic: str, until: float, payload: bytes,
+                  lat: list[float]) -> int:
+    n = 0
+    while True:
+        t0 = perf()
+        if t0 >= until:
+            return n
+        await producer.send_message_in_transaction(Message(topic, payload))
+        lat.append(perf() - t0)
+        n += 1
+
+
+async def bench_tx(server: Server, rep: Reporter, args: argparse.Namespace) -> None:
+    """Transactional sends (commit path) beside plain sync sends with as many senders."""
+    topic, plain_topic = "BenchTx", "BenchTxPlain"
+    await server.create_topic(topic, args.queues)
+    await server.create_topic(plain_topic, args.queues)
+    plain = Producer("bench_tx_plain_pg", client_config=server.client_config("tx-plain"))
+    tx = TransactionProducer("bench_tx_pg", client_config=server.client_config("tx"),
+                             transaction_listener=CommitAll())
+    await plain.start()
+    await tx.start()
+    payload = body()
+    try:
+        await send_loop(plain, plain_topic, perf() + 0.2, payload, [])  # routes, connections
+        sent = await tx_loop(tx, topic, perf() + 0.2, payload, [])
+        for senders in sorted({1, args.senders}):
+            base_lat: list[float] = []
+            start = perf()
+            counts = await asyncio.gather(*(send_loop(plain, plain_topic, start + args.seconds, payload, base_lat)
+                                            for _ in range(senders)))
+            base_tps = sum(counts) / (perf() - start)
+            lat: list[float] = []
+            start = perf()
+            counts = await asyncio.gather(*(tx_loop(tx, topic, start + args.seconds, payload, lat)
+                                            for _ in range(senders)))
+            tps = sum(counts) / (perf() - start)
+            sent += sum(counts)
+            committed = await committed_count(server, topic, sent)
+            p = {"flushDiskType": "SYNC_FLUSH", "message_bytes": MSG_BYTES, "seconds": args.seconds,
+                 "senders": senders, "committed": committed, "sent": sent}
+            rep.emit(Figure(f"tx{senders}.tps", tps, "msg/s", base_tps, None, p))
+            rep.latency(f"tx{senders}", Stats(lat), Stats(base_lat), p)
+    finally:
+        await tx.shutdown()
+        await plain.shutdown()
+
+
+async def committed_count(server: Server, topic: str, expected: int, timeout_s: float = 10.0) -> int:
+    """Messages in ``topic`` once ``expected`` are there (END_TRANSACTION is oneway), or at the timeout."""
+    deadline = perf() + timeout_s
+    async with Admin(server.namesrv) as admin:
+        while True:
+            count = int(sum(r["maxOffset"] - r["minOffset"] for r in await admin.topic_status(topic)))
+            if count >= expected or perf() >= deadline:
+                return count
+            await asyncio.sleep(0.05)
 
 
 async def batch_sender(producer: Producer, topic: str, batches: list[int], payload: bytes,
@@ -456,8 +534,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run_all(args: argparse.Namespace, rep: Reporter, work: Path) -> None:
-    if {"sync1", "sync64"} & args.only:
-        note("SYNC_FLUSH broker: sync1, sync64")
+    if {"sync1", "sync64", "tx"} & args.only:
+        note("SYNC_FLUSH broker: sync1, sync64, tx")
         with running(Server(work / "bench-rocket-sync", "SYNC_FLUSH")) as server:
             await bench_sync(server, rep, args, work)
     if {"batch", "consume", "e2e"} & args.only:

@@ -12,7 +12,7 @@ from tools import bench
 pytestmark = pytest.mark.slow
 
 KEYS = {"name", "value", "unit", "baseline", "ratio", "goal", "params"}
-EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync16", "batch") for m in ("tps", "avg", "p99")] + [
+EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync16", "tx1", "tx16", "batch") for m in ("tps", "avg", "p99")] + [
     "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99", "delay.avg", "delay.p99"]
 
 
@@ -28,6 +28,9 @@ def test_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
     goals = {f["name"]: f["goal"] for f in figures if f["goal"] is not None}
     assert set(goals) == {"sync1.tps", "sync16.tps", "batch.tps", "consume.tps", "e2e.p99", "delay.p99"}
     assert goals["e2e.p99"]["max"] == 10.0 and goals["sync1.tps"]["of"] == "ratio"
+    for fig in figures:
+        if fig["name"].startswith("tx") and fig["name"].endswith(".tps"):
+            assert fig["params"]["committed"] == fig["params"]["sent"], fig  # every commit landed
 
 
 def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

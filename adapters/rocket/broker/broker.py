@@ -36,6 +36,8 @@ from .send import SendProcessor
 from .sendback import SendBackProcessor
 from .subscriptions import SubscriptionGroupManager
 from .topics import TopicConfig, TopicConfigManager
+from .transaction import TransactionService
+from .transaction_check import TransactionChecker
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class Broker:
         self.admin = AdminProcessor(self)
         self.schedule = Scheduler(self)
         self.sendback = SendBackProcessor(self)
+        self.transactions = TransactionService(self)
+        self.transaction_checker = TransactionChecker(self, self.transactions)
         self.send: SendProcessor  # needs the bound port: made in start()
 
     @classmethod
@@ -90,6 +94,7 @@ class Broker:
         reindexed = await self.key_index.open((t, lg, lid) for t, _q, lg, lid in self.queues.all_queues())
         if reindexed:
             log.info("re-indexed %d messages", reindexed)
+        await self.transactions.open()
         await self.server.start()
         self.config.listen_port = self.server.port
         self.send = SendProcessor(self)
@@ -98,6 +103,7 @@ class Broker:
         self.offsets.start()
         self.schedule.start()
         self.clients.start()
+        self.transaction_checker.start()
         self.registrar.start()
         log.info("broker %s listening on %s", self.config.broker_name, self.config.broker_addr)
 
@@ -106,6 +112,7 @@ class Broker:
         await self.server.close()
         await self.schedule.close()
         await self.clients.close()
+        await self.transaction_checker.close()
         await self.key_index.close()
         await self.offsets.close()
         await self.store.close()
@@ -128,6 +135,7 @@ class Broker:
             GET_BROKER_RUNTIME_INFO: a.runtime_info,
             RequestCode.GET_TOPIC_STATS_INFO: a.topic_stats, RequestCode.INVOKE_BROKER_TO_RESET_OFFSET: a.reset_offset,
             RequestCode.CONSUMER_SEND_MSG_BACK: self.sendback.send_back,
+            RequestCode.END_TRANSACTION: self.transactions.end_transaction,
         }
         for code, fn in table.items():
             self.server.register(code, _refusing_bad_requests(fn))

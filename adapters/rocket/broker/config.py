@@ -51,6 +51,9 @@ class BrokerConfig:
     message_delay_level: str = DEFAULT_DELAY_LEVELS  # delay levels 1..n (units s m h d)
     timer_max_delay_sec: int = 3 * 24 * 3600  # TIMER_* messages at most this far ahead
     timer_pending_max: int = 500_000  # TIMER_* messages waiting at once (memory: ~90 B each)
+    transaction_check_interval: int = 30_000  # ms between check-back rounds
+    transaction_time_out: int = 6_000  # ms: a half message younger than this is not checked
+    transaction_check_max: int = 15  # checks before a half message goes to TRANS_CHECK_MAX_TIME_TOPIC
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -78,6 +81,9 @@ class BrokerConfig:
         parse_delay_levels(self.message_delay_level)
         if self.timer_max_delay_sec < 1 or self.timer_pending_max < 1:
             raise ValueError("timerMaxDelaySec and timerPendingMax must be positive")
+        if self.transaction_check_interval < 1 or self.transaction_time_out < 0 or self.transaction_check_max < 0:
+            raise ValueError("transactionCheckInterval must be positive; transactionTimeOut and "
+                             "transactionCheckMax must not be negative")
 
     def update(self, values: dict[str, str]) -> None:
         """Apply RocketMQ-named keys (camelCase) from a properties file or flags."""

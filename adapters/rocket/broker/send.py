@@ -36,6 +36,7 @@ from logstore import AppendResult, Log, LogFailedError
 from logstore.batch import build_opaque_batch
 from logstore.errors import InvalidBatchError
 
+from .consumers import BadRequest
 from .keyindex import index_keys
 from .queues import encode_commitlog_offset
 from .topics import (
@@ -45,6 +46,7 @@ from .topics import (
     TopicConfig,
     check_topic_name,
 )
+from .transaction import half_header
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -130,14 +132,21 @@ class SendProcessor:
             header = SendHeader.parse(cmd.ext_fields, v2)
             topic_config = await self._check(header, cmd.body, batch)
             queue_id = header.queue_id
-            # Retry topics past their limit go to the DLQ, scheduled messages to a system queue.
-            moved = await self.broker.sendback.route_send(header, batch)
+            half = half_header(header, cmd.body, batch)  # TRAN_MSG=true: stored as a half message
+            moved = half is not None
+            if half is not None:
+                header = half
+            else:
+                # Retry topics past their limit go to the DLQ, scheduled messages to a system queue.
+                moved = await self.broker.sendback.route_send(header, batch)
             response = await self._store(conn, cmd, header, topic_config, batch)
             if moved and response.code in (ResponseCode.SUCCESS, ResponseCode.FLUSH_DISK_TIMEOUT):
                 response.ext_fields["queueId"] = str(queue_id)  # RocketMQ answers the queue asked for
             return response
         except SendRefused as exc:
             return cmd.make_response(exc.code, exc.remark)
+        except BadRequest as exc:
+            return cmd.make_response(ResponseCode.MESSAGE_ILLEGAL, str(exc))
 
     async def _check(self, header: SendHeader, body: bytes, batch: bool) -> TopicConfig:
         cfg = self.broker.config

@@ -1,7 +1,8 @@
 """A RocketMQ client for Python: asyncio first, with a small synchronous facade.
 
-Async: ``Producer``, ``PushConsumer``, ``LitePullConsumer``. Sync (a background event-loop
-thread): ``DefaultMQProducer``, ``DefaultMQPushConsumer``, ``DefaultLitePullConsumer``.
+Async: ``Producer``, ``TransactionProducer``, ``PushConsumer``, ``LitePullConsumer``. Sync (a
+background event-loop thread): ``DefaultMQProducer``, ``TransactionMQProducer``,
+``DefaultMQPushConsumer``, ``DefaultLitePullConsumer``.
 Names and defaults follow RocketMQ's Java client, in snake_case.
 """
 
@@ -35,7 +36,18 @@ from .selector import (
     SelectMessageQueueByHash,
     SelectMessageQueueByRandom,
 )
-from .sync import DefaultLitePullConsumer, DefaultMQProducer, DefaultMQPushConsumer
+from .sync import (
+    DefaultLitePullConsumer,
+    DefaultMQProducer,
+    DefaultMQPushConsumer,
+    TransactionMQProducer,
+)
+from .transaction_producer import (
+    LocalTransactionState,
+    TransactionListener,
+    TransactionProducer,
+    TransactionSendResult,
+)
 
 __all__ = [
     "AllocateMessageQueueAveragely",
@@ -52,6 +64,7 @@ __all__ = [
     "DefaultMQPushConsumer",
     "FunctionSelector",
     "LitePullConsumer",
+    "LocalTransactionState",
     "MQBrokerError",
     "MQClientError",
     "Message",
@@ -69,5 +82,9 @@ __all__ = [
     "SendCallback",
     "SendResult",
     "SendStatus",
+    "TransactionListener",
+    "TransactionMQProducer",
+    "TransactionProducer",
+    "TransactionSendResult",
     "new_message",
 ]

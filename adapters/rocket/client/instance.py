@@ -15,12 +15,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
 
+from ..message import PROPERTY_PRODUCER_GROUP, MessageFormatError, decode_one_stored
 from ..remoting import Connection, RemotingClient, RemotingCommand, RequestCode
+from ._msgutil import prepare_pulled
 from .api import MQClientAPI
 from .common import MessageQueue
 from .config import ClientConfig
@@ -59,6 +62,7 @@ class MQClientInstance:
             self.remoting, config.namesrv_addrs(), config.request_timeout_ms / 1000
         )
         self.remoting.register(RequestCode.NOTIFY_CONSUMER_IDS_CHANGED, self._on_ids_changed)
+        self.remoting.register(RequestCode.CHECK_TRANSACTION_STATE, self._on_check_transaction)
         self.routes: dict[str, TopicRouteData] = {}
         self.producers: dict[str, ProducerInner] = {}
         self.consumers: dict[str, ConsumerInner] = {}
@@ -219,6 +223,21 @@ class MQClientInstance:
         log.info("broker %s: consumer ids of group %s changed; rebalancing",
                  conn.remote_addr, cmd.ext_fields.get("consumerGroup"))
         self.rebalance_immediately()
+        return None
+
+    async def _on_check_transaction(self, conn: Connection, cmd: RemotingCommand) -> None:
+        """CHECK_TRANSACTION_STATE: hand it to the producer of the half message's group."""
+        try:
+            msg = prepare_pulled(decode_one_stored(cmd.body))
+        except (MessageFormatError, MQClientError, zlib.error) as exc:
+            log.warning("undecodable CHECK_TRANSACTION_STATE from %s: %s", conn.remote_addr, exc)
+            return None
+        group = msg.properties.get(PROPERTY_PRODUCER_GROUP, "")
+        check = getattr(self.producers.get(group), "check_transaction_state", None)
+        if check is None:
+            log.info("CHECK_TRANSACTION_STATE for group %s, which has no transaction producer here", group)
+            return None
+        check(conn, msg, cmd.ext_fields)
         return None
 
     async def _rebalance_loop(self) -> None:

@@ -20,6 +20,7 @@ from .lite_pull_consumer import LitePullConsumer
 from .producer import Producer, SendCallback
 from .push_consumer import PushConsumer
 from .selector import MessageQueueSelector
+from .transaction_producer import TransactionListener, TransactionProducer, TransactionSendResult
 
 T = TypeVar("T")
 
@@ -92,6 +93,23 @@ class DefaultMQProducer:
 
     def fetch_publish_message_queues(self, topic: str) -> list[MessageQueue]:
         return run_sync(self.impl.fetch_publish_message_queues(topic))
+
+
+class TransactionMQProducer(DefaultMQProducer):
+    """``TransactionMQProducer``: a DefaultMQProducer with ``send_message_in_transaction``.
+    Plain-function listener methods run in a worker thread of the client's loop."""
+
+    impl: TransactionProducer
+
+    def __init__(self, producer_group: str = "DEFAULT_PRODUCER",
+                 transaction_listener: TransactionListener | None = None, **options: Any) -> None:
+        self.impl = TransactionProducer(producer_group, transaction_listener=transaction_listener, **options)
+
+    def set_transaction_listener(self, listener: TransactionListener) -> None:
+        self.impl.set_transaction_listener(listener)
+
+    def send_message_in_transaction(self, msg: Message, arg: Any = None) -> TransactionSendResult:
+        return run_sync(self.impl.send_message_in_transaction(msg, arg))
 
 
 class DefaultMQPushConsumer:
