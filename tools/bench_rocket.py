@@ -5,7 +5,7 @@ own ``logstore serve`` subprocess (free ports, a data dir under ``--dir`` or a t
 client (adapters.rocket.client, asyncio on uvloop) from this process. Messages are 1 KiB.
 
     logstore bench rocket [SCENARIO] [--quick] [--json] [--dir DIR] [--backlog 1000000] [--seconds 5]
-                          [--only sync1,sync64,tx,batch,consume,e2e,delay]
+                          [--only sync1,sync64,tx,batch,consume,e2e,delay,orderly]
 
 Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latency):
 
@@ -39,6 +39,16 @@ Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latenc
   ``--delay-seconds`` (10) on their own ASYNC_FLUSH broker; ``delay.p99`` is how late they reach
   the listener (tools.bench_delay). Goal: p99 <= 1,000 ms.
 
+* ``orderly``: the ASYNC_FLUSH broker, ``--orderly-backlog`` (200,000) messages pre-loaded into
+  an 8-queue topic (batches sent round-robin to the queues), then two orderly PushConsumers
+  (MessageListenerOrderly; queue locks, one batch per queue at a time, a commit after each) in
+  one group drain it; tps from the first consumer's start until the last message reached a
+  listener (the queues' split between the two, with its lock handover, is part of it).
+  ``consumeMessageBatchMaxSize`` is ``--orderly-batch`` (1, RocketMQ's default). Baseline: two
+  concurrent PushConsumers with the same settings drain the same backlog in the same run. Each
+  queue's offsets are checked to reach the listeners in increasing order (``params.reordered``
+  must be 0).
+
 ``--quick`` shrinks everything (for tests). ``--json`` prints one JSON object per figure with
 keys ``name value unit baseline ratio goal params`` (as ``logstore bench``).
 """
@@ -64,6 +74,7 @@ from adapters.rocket.client import (
     ClientConfig,
     ConsumeConcurrentlyStatus,
     ConsumeFromWhere,
+    ConsumeOrderlyStatus,
     LocalTransactionState,
     Message,
     Producer,
@@ -79,7 +90,7 @@ from tools.benchkit import Figure, Goal, note
 from tools.cli_support import parse_args
 
 MSG_BYTES = 1024
-SCENARIOS = ("sync1", "sync64", "tx", "batch", "consume", "e2e", "delay")
+SCENARIOS = ("sync1", "sync64", "tx", "batch", "consume", "e2e", "delay", "orderly")
 perf = time.perf_counter
 
 
@@ -411,6 +422,8 @@ async def bench_async(server: Server, rep: Reporter, args: argparse.Namespace, w
             await bench_consume(server, rep, args, topic, backlog)
         if "e2e" in args.only:
             await bench_e2e(server, rep, args, producer)
+        if "orderly" in args.only:
+            await bench_orderly(server, rep, args, producer)
     finally:
         await producer.shutdown()
 
@@ -508,6 +521,76 @@ async def bench_e2e(server: Server, rep: Reporter, args: argparse.Namespace, pro
     rep.latency("e2e", Stats(lat), raw, p, Goal("value", 10.0, "max"))
 
 
+ORDERLY_QUEUES = 8
+
+
+async def bench_orderly(server: Server, rep: Reporter, args: argparse.Namespace, producer: Producer) -> None:
+    topic = "BenchOrderly"
+    await server.create_topic(topic, ORDERLY_QUEUES)
+    mqs = await producer.fetch_publish_message_queues(topic)
+    payload = body()
+    full, rest = divmod(args.orderly_backlog, args.batch)
+    sizes = [args.batch] * full + ([rest] if rest else [])
+    for i, n in enumerate(sizes):
+        await producer.send_batch([Message(topic, payload) for _ in range(n)], mq=mqs[i % len(mqs)])
+    base_tps, _ = await drain_with_two(server, args, topic, orderly=False)
+    tps, reordered = await drain_with_two(server, args, topic, orderly=True)
+    p = {"flushDiskType": "ASYNC_FLUSH", "messages": args.orderly_backlog, "queues": ORDERLY_QUEUES,
+         "consumers": 2, "consume_message_batch_max_size": args.orderly_batch,
+         "pull_batch_size": args.pull_batch, "reordered": reordered, "baseline": "2 concurrent consumers"}
+    rep.emit(Figure("orderly.tps", tps, "msg/s", base_tps, None, p))
+
+
+async def drain_with_two(server: Server, args: argparse.Namespace, topic: str, orderly: bool
+                         ) -> tuple[float, int]:
+    """Two consumers of a new group (orderly or concurrent) drain ``topic``: (msg/s, how many
+    messages reached a listener at or below an offset of their queue already seen)."""
+    backlog = args.orderly_backlog
+    done = asyncio.Event()
+    got = 0
+    reordered = 0
+    last_offset: dict[int, int] = {}
+
+    def count(msgs: list[Message]) -> None:
+        nonlocal got, reordered
+        for m in msgs:
+            if m.queue_offset <= last_offset.get(m.queue_id, -1):
+                reordered += 1
+            last_offset[m.queue_id] = m.queue_offset
+        got += len(msgs)
+        if got >= backlog:
+            done.set()
+
+    async def concurrent(msgs: list[Message], _ctx: Any) -> ConsumeConcurrentlyStatus:
+        count(msgs)
+        return ConsumeConcurrentlyStatus.CONSUME_SUCCESS
+
+    async def in_order(msgs: list[Message], _ctx: Any) -> ConsumeOrderlyStatus:
+        count(msgs)
+        return ConsumeOrderlyStatus.SUCCESS
+
+    kind = "orderly" if orderly else "concurrent"
+    consumers = []
+    for i in range(2):
+        consumer = PushConsumer(
+            f"bench_{kind}_cg", client_config=server.client_config(f"{kind}-{i}"),
+            consume_from_where=ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET, pull_batch_size=args.pull_batch,
+            consume_message_batch_max_size=args.orderly_batch, pull_threshold_for_queue=4 * args.pull_batch)
+        consumer.subscribe(topic, "*")
+        consumer.register_message_listener(in_order if orderly else concurrent, orderly=orderly)
+        consumers.append(consumer)
+    start = perf()
+    try:
+        for consumer in consumers:
+            await consumer.start()
+        await asyncio.wait_for(done.wait(), timeout=max(60.0, backlog / 2_000))
+        tps = got / (perf() - start)
+    finally:
+        for consumer in consumers:
+            await consumer.shutdown()
+    return tps, reordered if orderly else 0
+
+
 # -- command line -------------------------------------------------------------------------------------------
 
 
@@ -528,6 +611,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pull-batch", type=int, default=1024, help="consumer pullBatchSize (1024)")
     p.add_argument("--consume-batch", type=int, default=256, help="consumeMessageBatchMaxSize (256)")
     p.add_argument("--rate", type=float, default=1000.0, help="msg/s of the latency scenario (1000)")
+    p.add_argument("--orderly-backlog", type=int, default=None, help="messages of the orderly scenario (200000)")
+    p.add_argument("--orderly-batch", type=int, default=1, help="orderly consumeMessageBatchMaxSize (1)")
     p.add_argument("--latency-seconds", type=float, default=None, help="duration of the latency scenario (10)")
     p.add_argument("--delay-seconds", type=float, default=None, help="duration of the delay scenario's sends (10)")
     return p
@@ -538,8 +623,8 @@ async def run_all(args: argparse.Namespace, rep: Reporter, work: Path) -> None:
         note("SYNC_FLUSH broker: sync1, sync64, tx")
         with running(Server(work / "bench-rocket-sync", "SYNC_FLUSH")) as server:
             await bench_sync(server, rep, args, work)
-    if {"batch", "consume", "e2e"} & args.only:
-        note("ASYNC_FLUSH broker: batch, consume, e2e")
+    if {"batch", "consume", "e2e", "orderly"} & args.only:
+        note("ASYNC_FLUSH broker: batch, consume, e2e, orderly")
         with running(Server(work / "bench-rocket-async", "ASYNC_FLUSH")) as server:
             await bench_async(server, rep, args, work)
     if "delay" in args.only:
@@ -559,17 +644,19 @@ def main(argv: list[str] | None = None) -> int:
     args.only = only
     q = args.quick
     args.backlog = args.backlog if args.backlog is not None else (20_000 if q else 1_000_000)
+    args.orderly_backlog = args.orderly_backlog if args.orderly_backlog is not None else (
+        4_000 if q else 200_000)
     args.seconds = args.seconds if args.seconds is not None else (0.5 if q else 5.0)
     args.latency_seconds = args.latency_seconds if args.latency_seconds is not None else (1.0 if q else 10.0)
     args.delay_seconds = args.delay_seconds if args.delay_seconds is not None else (1.0 if q else 10.0)
     args.baseline_seconds = 0.3 if q else 2.0
     if q:
         args.senders = min(args.senders, 16)
-    if min(args.backlog, args.senders, args.batch, args.batch_senders, args.queues) < 1 or args.seconds <= 0 \
-            or args.rate <= 0 or args.latency_seconds <= 0 or args.delay_seconds <= 0 or not 1 <= args.pull_batch <= 1024 \
-            or not 1 <= args.consume_batch <= 1024:
+    if min(args.backlog, args.senders, args.batch, args.batch_senders, args.queues, args.orderly_backlog) < 1 \
+            or args.seconds <= 0 or args.rate <= 0 or args.latency_seconds <= 0 or args.delay_seconds <= 0 \
+            or not 1 <= args.pull_batch <= 1024 or not 1 <= args.consume_batch <= 1024 or not 1 <= args.orderly_batch <= 1024:
         print("logstore bench rocket: sizes, counts and durations must be positive "
-              "(--pull-batch and --consume-batch at most 1024)", file=sys.stderr)
+              "(--pull-batch, --consume-batch and --orderly-batch at most 1024)", file=sys.stderr)
         return 2
     random.seed()
     rep = Reporter(args.json)

@@ -40,6 +40,7 @@ import struct
 import zlib
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from adapters.rocket.remoting.command import decode_properties, encode_properties
 
@@ -390,8 +391,7 @@ def stored_properties(buf: bytes | bytearray | memoryview, pos: int = 0) -> str:
 # -- batch send body ---------------------------------------------------------------------------
 
 
-@dataclass
-class BatchItem:
+class BatchItem(NamedTuple):
     """One message of a SEND_BATCH_MESSAGE body (the batch header carries the topic)."""
 
     body: bytes
@@ -410,28 +410,28 @@ def encode_batch_body(messages: Iterable[Message]) -> bytes:
 
 
 def decode_batch_items(body: bytes | memoryview) -> list[BatchItem]:
-    view = memoryview(body)
+    buf = body if isinstance(body, bytes) else bytes(body)
+    unpack_head, unpack_u16, head = _BATCH_HEAD.unpack_from, _U16.unpack_from, _BATCH_HEAD.size
+    n = len(buf)
     items = []
     pos = 0
-    while pos < len(view):
-        if len(view) - pos < _BATCH_HEAD.size:
+    while pos < n:
+        if n - pos < head:
             raise MessageFormatError(f"truncated batch message at byte {pos}")
-        total, _magic, _crc, flag, body_len = _BATCH_HEAD.unpack_from(view, pos)
+        total, _magic, _crc, flag, body_len = unpack_head(buf, pos)
         end = pos + total
-        p = pos + _BATCH_HEAD.size
-        if total < _BATCH_HEAD.size + 2 or end > len(view) or body_len < 0 or p + body_len + 2 > end:
+        p = pos + head
+        q = p + body_len
+        if total < head + 2 or end > n or body_len < 0 or q + 2 > end:
             raise MessageFormatError(f"batch message at byte {pos} has inconsistent lengths")
-        data = bytes(view[p : p + body_len])
-        p += body_len
-        (props_len,) = _U16.unpack_from(view, p)
-        p += 2
-        if p + props_len != end:
+        (props_len,) = unpack_u16(buf, q)
+        if q + 2 + props_len != end:
             raise MessageFormatError(f"batch message at byte {pos}: properties do not end the record")
         try:
-            props = bytes(view[p:end]).decode()
+            props = buf[q + 2 : end].decode()
         except UnicodeDecodeError:
             raise MessageFormatError(f"batch message at byte {pos}: properties are not UTF-8") from None
-        items.append(BatchItem(data, flag, props))
+        items.append(BatchItem(buf[p:q], flag, props))
         pos = end
     return items
 

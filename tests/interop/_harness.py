@@ -226,10 +226,14 @@ class ClientDriver:
         proc.start_reading()
         return proc
 
-    def produce(self, namesrv: str, group: str, msgs: list[Msg]) -> list[Event]:
-        """Send every message with a sync send; returns the driver's "sent" events."""
+    def produce(self, namesrv: str, group: str, msgs: list[Msg], shards: list[int] | None = None) -> list[Event]:
+        """Send every message with a sync send (an orderly one to ``shards[i]``, when given);
+        returns the driver's "sent" events."""
         spec = self.work_dir / f"produce-{self._seq + 1}.json"
-        spec.write_text(json.dumps([m.spec() for m in msgs]))
+        specs = [m.spec() for m in msgs]
+        for item, shard in zip(specs, shards or [], strict=False):
+            item["shard"] = shard
+        spec.write_text(json.dumps(specs))
         proc = self._spawn("produce", ["produce", "--namesrv", namesrv, "--group", group, "--spec", str(spec)])
         try:
             proc.wait_for(lambda ev: any(e.get("event") == "done" for e in ev), PRODUCE_TIMEOUT_S,
@@ -244,11 +248,12 @@ class ClientDriver:
         assert not bad, f"{self.name}: sends not OK: {bad}"
         return sent
 
-    def consumer(self, namesrv: str, group: str, topic: str, expression: str, props: list[str]) -> DriverProcess:
-        """A push consumer, started (waits for its "started" line)."""
+    def consumer(self, namesrv: str, group: str, topic: str, expression: str, props: list[str],
+                 extra: tuple[str, ...] = ()) -> DriverProcess:
+        """A push consumer, started (waits for its "started" line); ``extra`` driver flags."""
         proc = self._spawn("consume", [
             "consume", "--namesrv", namesrv, "--group", group, "--topic", topic, "--expression", expression,
-            "--props", ",".join(props), "--lifetime-s", str(CONSUMER_LIFETIME_S)])
+            "--props", ",".join(props), "--lifetime-s", str(CONSUMER_LIFETIME_S), *extra])
         proc.wait_for(lambda ev: any(e.get("event") == "started" for e in ev), 30.0, "the consumer to start")
         return proc
 

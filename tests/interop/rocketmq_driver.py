@@ -3,7 +3,12 @@ for the interop tests. Runs in that client's own virtual environment, never the 
 
     rocketmq_driver.py produce --namesrv HOST:PORT --group G --spec FILE
     rocketmq_driver.py consume --namesrv HOST:PORT --group G --topic T --expression E
-                               --props a,b [--lifetime-s S]
+                               --props a,b [--lifetime-s S] [--orderly]
+
+A spec entry with a ``shard`` (an int) is sent with ``send_orderly(msg, shard)``: the client's
+default selector picks queue ``shard % queues``. ``--orderly`` makes the push consumer orderly
+(the C++ core's MessageListenerOrderly: queue locks on the broker, one message of a queue at a
+time).
 
 Every line on stdout is one JSON object with an ``event``:
   produce: {"event": "sent", "index", "status", "msg_id", "offset"} per message, then "done".
@@ -58,7 +63,10 @@ def produce(args: argparse.Namespace) -> None:
             for key, value in (item.get("props") or {}).items():
                 msg.set_property(key, value)
             msg.set_body(base64.b64decode(item["body_b64"]))
-            result = producer.send_sync(msg)
+            if item.get("shard") is not None:
+                result = producer.send_orderly(msg, int(item["shard"]))
+            else:
+                result = producer.send_sync(msg)
             emit(event="sent", index=index, status=result.status.name, msg_id=result.msg_id,
                  offset=result.offset)
     finally:
@@ -77,7 +85,7 @@ def consume(args: argparse.Namespace) -> None:
              reconsume_times=msg.reconsume_times)
         # returning normally is CONSUME_SUCCESS in this wrapper
 
-    consumer = PushConsumer(args.group)
+    consumer = PushConsumer(args.group, orderly=args.orderly)
     consumer.set_namesrv_addr(args.namesrv)
     consumer.subscribe(args.topic, on_message, args.expression)
     consumer.start()
@@ -111,6 +119,7 @@ def main() -> None:
     parser.add_argument("--expression", default="*")
     parser.add_argument("--props", default="")
     parser.add_argument("--lifetime-s", type=float, default=120.0)
+    parser.add_argument("--orderly", action="store_true")
     args = parser.parse_args()
     if args.mode == "produce":
         produce(args)

@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 KEYS = {"name", "value", "unit", "baseline", "ratio", "goal", "params"}
 EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync16", "tx1", "tx16", "batch") for m in ("tps", "avg", "p99")] + [
-    "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99", "delay.avg", "delay.p99"]
+    "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99", "delay.avg", "delay.p99", "orderly.tps"]
 
 
 def test_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,6 +25,8 @@ def test_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
         for key in ("value", "baseline", "ratio"):
             assert isinstance(fig[key], float | int) and fig[key] > 0, fig
         assert fig["unit"] in ("msg/s", "ms"), fig
+    orderly = next(f for f in figures if f["name"] == "orderly.tps")
+    assert orderly["params"]["reordered"] == 0 and orderly["params"]["queues"] == 8
     goals = {f["name"]: f["goal"] for f in figures if f["goal"] is not None}
     assert set(goals) == {"sync1.tps", "sync16.tps", "batch.tps", "consume.tps", "e2e.p99", "delay.p99"}
     assert goals["e2e.p99"]["max"] == 10.0 and goals["sync1.tps"]["of"] == "ratio"
@@ -36,5 +38,6 @@ def test_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
 def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
     assert bench.main(["rocket", "--only", "nothing"]) == 2
     assert bench.main(["rocket", "--backlog", "0"]) == 2
+    assert bench.main(["rocket", "--orderly-batch", "0"]) == 2
     assert bench.main(["rocket", "--bogus"]) == 2
     capsys.readouterr()

@@ -199,7 +199,7 @@ class SendProcessor:
         born_host, sys_flag_hosts = self._born_host(conn.remote_addr)
         if batch:
             try:
-                items = [(it.body, it.flag, it.properties) for it in decode_batch_items(cmd.body)]
+                items: list[tuple[bytes, int, str]] = list(decode_batch_items(cmd.body))
             except MessageFormatError as exc:
                 raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"bad batch body: {exc}") from None
             if not items:

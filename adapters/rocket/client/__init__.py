@@ -18,6 +18,7 @@ from .allocate import (
 from .common import (
     ConsumeConcurrentlyStatus,
     ConsumeFromWhere,
+    ConsumeOrderlyStatus,
     MessageModel,
     MessageQueue,
     PullStatus,
@@ -26,7 +27,12 @@ from .common import (
 )
 from .config import ClientConfig
 from .errors import MessageIllegalError, MQBrokerError, MQClientError, NoRouteError
-from .listener import ConsumeConcurrentlyContext, MessageListenerConcurrently
+from .listener import (
+    ConsumeConcurrentlyContext,
+    ConsumeOrderlyContext,
+    MessageListenerConcurrently,
+    MessageListenerOrderly,
+)
 from .lite_pull_consumer import LitePullConsumer
 from .producer import Producer, SendCallback
 from .push_consumer import PushConsumer
@@ -59,6 +65,8 @@ __all__ = [
     "ConsumeConcurrentlyContext",
     "ConsumeConcurrentlyStatus",
     "ConsumeFromWhere",
+    "ConsumeOrderlyContext",
+    "ConsumeOrderlyStatus",
     "DefaultLitePullConsumer",
     "DefaultMQProducer",
     "DefaultMQPushConsumer",
@@ -70,6 +78,7 @@ __all__ = [
     "Message",
     "MessageIllegalError",
     "MessageListenerConcurrently",
+    "MessageListenerOrderly",
     "MessageModel",
     "MessageQueue",
     "MessageQueueSelector",

@@ -205,3 +205,25 @@ class MQClientAPI:
              "maxReconsumeTimes": max_reconsume_times},
         )
         check_ok(await self.remoting.invoke(addr, cmd, self.timeout_s), addr)
+
+    # -- orderly consumption: queue locks ---------------------------------------------------
+
+    async def lock_batch_mq(
+        self, addr: str, group: str, client_id: str, mqs: list[MessageQueue]
+    ) -> set[MessageQueue]:
+        """LOCK_BATCH_MQ: lock (or renew) ``mqs`` on their broker; the ones now ours."""
+        body = orjson.dumps({"consumerGroup": group, "clientId": client_id, "onlyThisBroker": False,
+                             "mqSet": [mq.to_json() for mq in mqs]})
+        cmd = RemotingCommand.request(RequestCode.LOCK_BATCH_MQ, body=body)
+        response = check_ok(await self.remoting.invoke(addr, cmd, self.timeout_s), addr)
+        locked = orjson.loads(response.body or b"{}").get("lockOKMQSet") or []
+        return {MessageQueue(str(m["topic"]), str(m["brokerName"]), int(m["queueId"])) for m in locked}
+
+    async def unlock_batch_mq(
+        self, addr: str, group: str, client_id: str, mqs: list[MessageQueue]
+    ) -> None:
+        """UNLOCK_BATCH_MQ: give up our locks on ``mqs`` (another consumer may take them now)."""
+        body = orjson.dumps({"consumerGroup": group, "clientId": client_id, "onlyThisBroker": False,
+                             "mqSet": [mq.to_json() for mq in mqs]})
+        cmd = RemotingCommand.request(RequestCode.UNLOCK_BATCH_MQ, body=body)
+        check_ok(await self.remoting.invoke(addr, cmd, self.timeout_s), addr)

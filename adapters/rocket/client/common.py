@@ -72,6 +72,22 @@ class ConsumeConcurrentlyStatus(enum.Enum):
     RECONSUME_LATER = "RECONSUME_LATER"
 
 
+class ConsumeOrderlyStatus(enum.Enum):
+    """What an orderly listener answers (MessageListenerOrderly).
+
+    SUCCESS: the batch is consumed (committed now when ``context.auto_commit``, else held until
+    a COMMIT). SUSPEND_CURRENT_QUEUE_A_MOMENT: retry the same batch after
+    ``suspend_current_queue_time_millis``, blocking the queue meanwhile. COMMIT and ROLLBACK
+    only mean something with ``auto_commit=False`` (deprecated in RocketMQ, kept for its seed
+    example): commit everything consumed so far, or hand it all back for redelivery.
+    """
+
+    SUCCESS = "SUCCESS"
+    SUSPEND_CURRENT_QUEUE_A_MOMENT = "SUSPEND_CURRENT_QUEUE_A_MOMENT"
+    COMMIT = "COMMIT"
+    ROLLBACK = "ROLLBACK"
+
+
 class ConsumeType(enum.Enum):
     """Heartbeat wording: PULL consumers are 'active', PUSH consumers 'passive'."""
 

@@ -1,4 +1,5 @@
-"""Message listeners and the context they get, as in RocketMQ's MessageListenerConcurrently.
+"""Message listeners and the context they get, as in RocketMQ's MessageListenerConcurrently and
+MessageListenerOrderly.
 
 A listener is an object with ``consume_message(msgs, context)`` or a plain function of the same
 shape; it may be ``async``. Synchronous listeners run on a thread pool of ``consume_thread_max``
@@ -10,13 +11,14 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeAlias
 
 from ..message import Message
-from .common import ConsumeConcurrentlyStatus, MessageQueue
+from .common import ConsumeConcurrentlyStatus, ConsumeOrderlyStatus, MessageQueue
 
 ACK_ALL = 2**31 - 1
 
@@ -36,11 +38,38 @@ class MessageListenerConcurrently(Protocol):
     ) -> ConsumeConcurrentlyStatus | Awaitable[ConsumeConcurrentlyStatus]: ...
 
 
+@dataclass
+class ConsumeOrderlyContext:
+    message_queue: MessageQueue
+    # True: SUCCESS commits the batch's offset. False: only COMMIT does (SUCCESS holds it).
+    auto_commit: bool = True
+    # How long SUSPEND_CURRENT_QUEUE_A_MOMENT blocks the queue; <= 0: the consumer's
+    # ``suspend_current_queue_time_millis`` (1000 ms).
+    suspend_current_queue_time_millis: int = -1
+
+
+class MessageListenerOrderly(ABC):
+    """Subclass this (RocketMQ's interface of the same name) to consume each queue in order:
+    one batch of one queue at a time, only while this client holds the queue's broker lock.
+    A plain function is orderly when registered with ``orderly=True``."""
+
+    @abstractmethod
+    def consume_message(
+        self, msgs: list[Message], context: ConsumeOrderlyContext
+    ) -> ConsumeOrderlyStatus | Awaitable[ConsumeOrderlyStatus]: ...
+
+
 ListenerFunction: TypeAlias = Callable[
     [list[Message], ConsumeConcurrentlyContext],
     "ConsumeConcurrentlyStatus | Awaitable[ConsumeConcurrentlyStatus] | None",
 ]
-Listener: TypeAlias = "MessageListenerConcurrently | ListenerFunction"
+OrderlyListenerFunction: TypeAlias = Callable[
+    [list[Message], ConsumeOrderlyContext],
+    "ConsumeOrderlyStatus | Awaitable[ConsumeOrderlyStatus] | None",
+]
+Listener: TypeAlias = (
+    "MessageListenerConcurrently | MessageListenerOrderly | ListenerFunction | OrderlyListenerFunction"
+)
 
 
 def listener_function(listener: Any) -> Callable[..., Any]:
@@ -49,8 +78,6 @@ def listener_function(listener: Any) -> Callable[..., Any]:
         if not callable(listener):
             raise TypeError(f"{listener!r} has no consume_message and is not callable")
         fn = listener
-    if getattr(listener, "consume_message_orderly", None) is not None:
-        raise TypeError("orderly listeners are not supported by this client yet")
     return fn  # type: ignore[no-any-return]
 
 
@@ -73,3 +100,24 @@ async def call_listener(
     if isinstance(result, str) and result in ConsumeConcurrentlyStatus.__members__:
         return ConsumeConcurrentlyStatus[result]
     return ConsumeConcurrentlyStatus.RECONSUME_LATER
+
+
+async def call_orderly_listener(
+    fn: Callable[..., Any],
+    msgs: Sequence[Message],
+    context: ConsumeOrderlyContext,
+    executor: Executor,
+) -> ConsumeOrderlyStatus:
+    """Run an orderly listener; anything but a status (an exception, None) means SUSPEND."""
+    if inspect.iscoroutinefunction(fn):
+        result = await fn(list(msgs), context)
+    else:
+        loop = asyncio.get_running_loop()
+        result = await loop.run_in_executor(executor, fn, list(msgs), context)
+        if inspect.isawaitable(result):
+            result = await result
+    if isinstance(result, ConsumeOrderlyStatus):
+        return result
+    if isinstance(result, str) and result in ConsumeOrderlyStatus.__members__:
+        return ConsumeOrderlyStatus[result]
+    return ConsumeOrderlyStatus.SUSPEND_CURRENT_QUEUE_A_MOMENT

@@ -4,6 +4,11 @@ The offset a consumer may commit for a queue is the lowest offset still in fligh
 the highest pulled once nothing is), never the highest consumed: listeners finish out of order,
 and committing past a message still running would skip it after a crash. Pulls arrive in offset
 order, so a dict (insertion-ordered) keeps the lowest offset first without a sorted container.
+
+Orderly consumption (consume_orderly.py) adds a second stage, as RocketMQ's ProcessQueue does:
+``take_messages`` moves the lowest messages to ``consuming``; ``commit`` forgets them and
+returns the offset after the last, ``consume_again`` puts some back to be taken first. The
+broker lock state of the queue (``locked``, ``last_lock_timestamp_s``) lives here too.
 """
 
 from __future__ import annotations
@@ -21,10 +26,14 @@ class ProcessQueue:
         self.dropped = False
         self.last_pull_timestamp_s = time.monotonic()
         self.last_consume_timestamp_s = time.monotonic()
+        # Orderly only: taken by the listener, not committed yet (offset order).
+        self._consuming: dict[int, Message] = {}
+        self.locked = False
+        self.last_lock_timestamp_s = 0.0
 
     @property
     def msg_count(self) -> int:
-        return len(self._msgs)
+        return len(self._msgs) + len(self._consuming)
 
     def put_messages(self, msgs: Iterable[Message]) -> None:
         for msg in msgs:
@@ -48,4 +57,45 @@ class ProcessQueue:
 
     def clear(self) -> None:
         self._msgs.clear()
+        self._consuming.clear()
         self.queue_offset_max = -1
+
+    # -- orderly ------------------------------------------------------------------------------
+
+    def lock_valid(self, now_s: float, max_live_s: float) -> bool:
+        """Locked, and the lock was (re)confirmed by the broker within ``max_live_s``."""
+        return self.locked and now_s - self.last_lock_timestamp_s <= max_live_s
+
+    def take_messages(self, n: int) -> list[Message]:
+        """The ``n`` lowest waiting messages, moved to the consuming stage."""
+        taken: list[Message] = []
+        while self._msgs and len(taken) < n:
+            offset = next(iter(self._msgs))
+            msg = self._msgs.pop(offset)
+            self._consuming[offset] = msg
+            taken.append(msg)
+        if taken:
+            self.last_consume_timestamp_s = time.monotonic()
+        return taken
+
+    def commit(self) -> int:
+        """Forget what the listener consumed; the offset after it, or -1 if nothing was."""
+        if not self._consuming:
+            return -1
+        offset = max(self._consuming) + 1
+        self._consuming.clear()
+        return offset
+
+    def consume_again(self, msgs: Iterable[Message]) -> None:
+        """Move these consuming messages back in front of the waiting ones."""
+        back = {m.queue_offset: m for m in msgs if self._consuming.pop(m.queue_offset, None) is not None}
+        if back:
+            self._msgs = dict(sorted({**self._msgs, **back}.items()))
+
+    def rollback(self) -> None:
+        """Everything consuming goes back to be consumed again."""
+        self.consume_again(list(self._consuming.values()))
+
+    @property
+    def consuming_count(self) -> int:
+        return len(self._consuming)

@@ -1,4 +1,4 @@
-"""PushConsumer: RocketMQ's DefaultMQPushConsumer (concurrent listener) on asyncio.
+"""PushConsumer: RocketMQ's DefaultMQPushConsumer (concurrent or orderly listener) on asyncio.
 
 "Push" is long polling underneath: one pull loop per owned queue asks the broker for up to
 ``pull_batch_size`` messages and lets it hold the request up to ``broker_suspend_max_time_ms``
@@ -9,6 +9,9 @@ with more than ``pull_threshold_for_queue`` messages in flight stops pulling (fl
 The committed offset of a queue is the lowest offset still in flight, so a crash re-delivers,
 never skips. A failed message (RECONSUME_LATER, an exception) goes back to the broker with
 CONSUMER_SEND_MSG_BACK (clustering); broadcasting drops it with a warning, as RocketMQ does.
+
+An orderly listener (MessageListenerOrderly) is consumed by consume_orderly.py instead: one
+batch per queue at a time, in offset order, under the queue's broker lock.
 """
 
 from __future__ import annotations
@@ -32,10 +35,17 @@ from .common import (
     PullStatus,
 )
 from .config import ClientConfig
+from .consume_orderly import LOCK_INTERVAL_MS, LOCK_MAX_LIVE_TIME_MS, ConsumeMessageOrderlyService
 from .consumer_base import ConsumerBase
 from .errors import MQClientError
 from .filter import build_subscription
-from .listener import ConsumeConcurrentlyContext, Listener, call_listener, listener_function
+from .listener import (
+    ConsumeConcurrentlyContext,
+    Listener,
+    MessageListenerOrderly,
+    call_listener,
+    listener_function,
+)
 from .process_queue import ProcessQueue
 from .pull import pull_once
 
@@ -67,6 +77,7 @@ class PushConsumer(ConsumerBase):
         consume_message_batch_max_size: int = 1,
         broker_suspend_max_time_ms: int = 15_000,
         max_reconsume_times: int = -1,
+        suspend_current_queue_time_millis: int = 1000,
         offsets_dir: str | Path | None = None,
     ) -> None:
         if consume_thread_min > consume_thread_max or consume_thread_max < 1:
@@ -88,11 +99,17 @@ class PushConsumer(ConsumerBase):
         self.consume_message_batch_max_size = consume_message_batch_max_size
         self.broker_suspend_max_time_ms = broker_suspend_max_time_ms
         # -1: the broker applies the group's retryMaxTimes (16 unless updateSubGroup -r changed it);
-        # RocketMQ's Java client sends 16 then, which overrides the group's setting.
+        # RocketMQ's Java client sends 16 then, which overrides the group's setting. Orderly
+        # consumption reads -1 as its own default, 16 local retries before the DLQ.
         self.max_reconsume_times = max_reconsume_times
+        self.suspend_current_queue_time_millis = suspend_current_queue_time_millis  # orderly
+        self.rebalance_lock_interval_ms = LOCK_INTERVAL_MS  # orderly, CLUSTERING
+        self.rebalance_lock_max_live_time_ms = LOCK_MAX_LIVE_TIME_MS
         self.pull_delay_when_exception_s = PULL_DELAY_WHEN_EXCEPTION_S
         self.consume_later_delay_s = CONSUME_LATER_DELAY_S
         self._listener_fn: Any = None
+        self._listener_orderly = False
+        self._orderly: ConsumeMessageOrderlyService | None = None
         self._consume_tasks: set[asyncio.Task[None]] = set()
         self._semaphore: asyncio.Semaphore | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -107,8 +124,11 @@ class PushConsumer(ConsumerBase):
     def unsubscribe(self, topic: str) -> None:
         self.subscriptions.pop(topic, None)
 
-    def register_message_listener(self, listener: Listener) -> None:
+    def register_message_listener(self, listener: Listener, *, orderly: bool | None = None) -> None:
+        """A MessageListenerOrderly subclass is consumed orderly; a plain function when
+        ``orderly=True`` (it then gets a ConsumeOrderlyContext and answers ConsumeOrderlyStatus)."""
         self._listener_fn = listener_function(listener)
+        self._listener_orderly = isinstance(listener, MessageListenerOrderly) if orderly is None else orderly
 
     @property
     def retry_topic(self) -> str:
@@ -131,12 +151,18 @@ class PushConsumer(ConsumerBase):
         self._executor = ThreadPoolExecutor(self.consume_thread_max, f"consume-{self.group}")
         self._rebalance_lock = asyncio.Lock()
         await self._open_offsets_and_rebalance(instance, self._start_pulling, self._remove_unnecessary_queue)
+        if self._listener_orderly:
+            self._orderly = ConsumeMessageOrderlyService(self, self._listener_fn)
+            self._orderly.start()
         await self._update_routes(instance, self.subscriptions, quiet_topic=self.retry_topic)
         await instance.send_heartbeat_to_all_brokers()  # the broker makes the retry topic now
         await self.do_rebalance()
 
     async def shutdown(self) -> None:
-        instance = self._take_instance()
+        if self._rebalance_lock is None:
+            return
+        async with self._rebalance_lock:  # not in the middle of a rebalance, which would start pulls
+            instance = self._take_instance()
         if instance is None:
             return
         rebalance = self._rebalance
@@ -149,6 +175,9 @@ class PushConsumer(ConsumerBase):
             await asyncio.wait(list(self._consume_tasks), timeout=SHUTDOWN_WAIT_S)
         await _cancel_all(list(self._consume_tasks))
         await self._offset_store.persist_all(list(rebalance.process_queue_table))
+        if self._orderly is not None:  # unlocked only once the offsets are on the broker
+            await self._orderly.shutdown(list(rebalance.process_queue_table))
+            self._orderly = None
         rebalance.process_queue_table.clear()
         if self._executor is not None:
             self._executor.shutdown(wait=False, cancel_futures=True)
@@ -160,10 +189,11 @@ class PushConsumer(ConsumerBase):
         return set(self.subscriptions)
 
     async def do_rebalance(self) -> None:
-        if self._rebalance is None or self._rebalance_lock is None or self._instance is None:
+        if self._rebalance is None or self._rebalance_lock is None:
             return
         async with self._rebalance_lock:
-            await self._rebalance.do_rebalance()
+            if self._instance is not None:  # else shut down while this waited
+                await self._rebalance.do_rebalance()
 
     async def persist_consumer_offset(self) -> None:
         if self._rebalance is not None and self._offset_store is not None:
@@ -186,6 +216,9 @@ class PushConsumer(ConsumerBase):
         task = self._pull_tasks.pop(mq, None)
         if task is not None:
             task.cancel()  # it may sit in a long poll for seconds; the queue is not ours now
+        if self._orderly is not None:
+            self._orderly.release(mq, pq)  # after its in-flight batch: persist, unlock
+            return
         await self._offset_store.persist(mq)
         self._offset_store.remove_offset(mq)
 
@@ -199,6 +232,11 @@ class PushConsumer(ConsumerBase):
             if pq.msg_count > self.pull_threshold_for_queue:
                 await asyncio.sleep(PULL_DELAY_WHEN_FLOW_CONTROL_S)
                 continue
+            if self._orderly is not None:  # pull only under the queue's lock
+                locked_offset = await self._orderly.before_pull(mq, pq, offset)
+                if locked_offset is None:
+                    break
+                offset = locked_offset
             commit = -1
             if self.message_model == MessageModel.CLUSTERING:
                 commit = await store.read_offset(mq, from_store=False)
@@ -234,6 +272,9 @@ class PushConsumer(ConsumerBase):
 
     def _submit(self, mq: MessageQueue, pq: ProcessQueue, msgs: list[Message],
                 delay_s: float = 0.0) -> None:
+        if self._orderly is not None:
+            self._orderly.submit(mq, pq)  # its worker takes the messages from pq in order
+            return
         size = self.consume_message_batch_max_size
         for i in range(0, len(msgs), size):
             batch = msgs[i : i + size]

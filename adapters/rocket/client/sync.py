@@ -119,8 +119,8 @@ class DefaultMQPushConsumer:
     def subscribe(self, topic: str, sub_expression: str = "*") -> None:
         self.impl.subscribe(topic, sub_expression)
 
-    def register_message_listener(self, listener: Listener) -> None:
-        self.impl.register_message_listener(listener)
+    def register_message_listener(self, listener: Listener, *, orderly: bool | None = None) -> None:
+        self.impl.register_message_listener(listener, orderly=orderly)
 
     def start(self) -> None:
         run_sync(self.impl.start())
