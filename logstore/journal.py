@@ -177,10 +177,6 @@ class JournalWriter:
         assert self.file is not None
         self.file.pwritev([*parts, END_MARKER], at)
 
-    def write_and_sync(self, parts: Sequence[Buffer], at: int) -> None:
-        self.write_at(parts, at)
-        self.fdatasync()
-
     def fdatasync(self) -> None:
         assert self.file is not None
         self.file.fdatasync()

@@ -443,8 +443,11 @@ class Log:
             total -= seg.size
             drop += 1
         if drop:
-            await self._flush_through(self.segments[drop].base_offset)
-            self.log_start_offset = max(self.log_start_offset, self.segments[drop].base_offset)
+            # The new start is taken before any await: the store's background retention may run
+            # this concurrently and drop the same segments while the flush waits.
+            start = self.segments[drop].base_offset
+            await self._flush_through(start)
+            self.log_start_offset = max(self.log_start_offset, start)
             await self._drop_segments_below(self.log_start_offset)
         return drop
 

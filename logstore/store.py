@@ -11,7 +11,8 @@ Layout::
 
 Group commit (sync logs): appends queue; one flusher task takes everything queued, writes it to
 the journal and to the segments, runs one fdatasync of the journal in a worker thread, then
-acknowledges the whole round. Appends that arrive while that fsync runs form the next round,
+acknowledges the whole round (journal writes stay in order on one thread; the fdatasyncs of two
+rounds in flight run on two threads at once, see worker.py). Appends that arrive while that fsync runs form the next round,
 so throughput grows with concurrency and there is no timed sleep. Async logs are fsynced by
 a background task every ``flush_interval_ms`` (or sooner past ``flush_interval_bytes``); the
 same task writes a checkpoint every ``checkpoint_interval_ms``, after which old journal files
@@ -67,6 +68,9 @@ class StoreConfig:
     rounds_in_flight_max: int = 2
     #: Appends one round takes at most (0: no limit). Smaller rounds let two overlap.
     round_appends_max: int = 0
+    #: Threads that run journal fdatasyncs: with more than one, the fsyncs of rounds in flight
+    #: overlap (writes stay in order on one thread; acknowledgements stay in round order).
+    journal_syncers: int = 2
     default_log_config: LogConfig = field(default_factory=LogConfig)
 
 
@@ -115,7 +119,7 @@ class Store:
         self._round_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logstore-fsync")
-        self._journal_worker = OrderedWorker("logstore-journal")
+        self._journal_worker = OrderedWorker("logstore-journal", self.config.journal_syncers)
         self._tasks: list[asyncio.Task[None]] = []
         self.rounds = 0
 
@@ -359,12 +363,15 @@ class Store:
             return fut
         return loop.run_in_executor(self._executor, fn)
 
-    def _in_journal_order(self, fn: Callable[[], None]) -> asyncio.Future[None]:
-        """Run a journal write in the journal thread, after every earlier one (inline when IO
-        does not block, as simulated IO's does not)."""
+    def _in_journal_order(self, write: Callable[[], None], sync: Callable[[], None]) -> asyncio.Future[None]:
+        """Run a journal write in the journal thread, after every earlier one, then its fsync on
+        a sync thread (both inline when IO does not block, as simulated IO's does not)."""
         if not self.io.fsync_blocks:
-            return self.run_blocking(fn)
-        return self._journal_worker.submit(fn)
+            def both() -> None:
+                write()
+                sync()
+            return self.run_blocking(both)
+        return self._journal_worker.submit(write, sync)
 
     def enqueue_sync(self, log: Log, parts: list[Buffer], total: int, next_offset: int, max_ts: int) -> asyncio.Future[None]:
         if self.failure is not None:
@@ -499,7 +506,7 @@ class Store:
             # The journal write and its fsync run in the journal thread while the loop writes
             # the segments: readers need the segment copy only once the round is acknowledged,
             # the ack needs only the journal. A failed write fails the round like a failed fsync.
-            synced = self._in_journal_order(lambda: journal.write_and_sync(parts, at))
+            synced = self._in_journal_order(lambda: journal.write_at(parts, at), journal.fdatasync)
             marks: list[tuple[Log, int, int, int]] = []
             for log, items in by_log.items():
                 if log.failure is not None:
