@@ -38,7 +38,8 @@ DEFAULT_DELAY_LEVELS = "1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 
 DELAY_LEVELS_MAX = 64  # queues of SCHEDULE_TOPIC_XXXX
 UNIT_MS = {"s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
 _LEVEL = re.compile(r"^(\d+)([smhd])$")
-_MARKERS = (PROPERTY_DELAY + "\x01", "TIMER_")  # cheap test before decoding properties
+_DELAY_MARKER = PROPERTY_DELAY + "\x01"  # cheap tests before decoding properties
+_TIMER_MARKER = "TIMER_"
 
 
 class ScheduleError(ValueError):
@@ -63,7 +64,7 @@ def parse_delay_levels(text: str) -> list[int]:
 
 def may_be_scheduled(properties: str) -> bool:
     """False when the encoded properties certainly carry no scheduling property."""
-    return any(marker in properties for marker in _MARKERS)
+    return _DELAY_MARKER in properties or _TIMER_MARKER in properties
 
 
 @dataclass(frozen=True)

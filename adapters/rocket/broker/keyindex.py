@@ -57,7 +57,7 @@ class KeyIndex:
         self._log: Log | None = None
         self._map: dict[str, list[tuple[int, int]]] = {}
         self._watermarks: dict[int, int] = {}  # queue log id -> indexed below this offset
-        self._pending: list[bytes] = []
+        self._pending: list[tuple[int, int, str]] = []  # (phys, store time, key), encoded by flush
         self._dirty_marks: set[int] = set()
         self._task: asyncio.Task[None] | None = None
 
@@ -115,10 +115,15 @@ class KeyIndex:
     # -- updates (called on the send path: no IO here) ----------------------------------------
 
     def add(self, keys: list[str], phys: int, store_ts: int) -> None:
+        index = self._map
+        pending = self._pending
         for key in keys:
-            self._map.setdefault(key, []).append((phys, store_ts))
-            raw = key.encode()
-            self._pending.append(ENTRY.pack(phys, store_ts, len(raw)) + raw)
+            hits = index.get(key)
+            if hits is None:
+                index[key] = [(phys, store_ts)]
+            else:
+                hits.append((phys, store_ts))
+            pending.append((phys, store_ts, key))
 
     def mark(self, log_id: int, below: int) -> None:
         """Queue log ``log_id`` is indexed below queue offset ``below``."""
@@ -141,7 +146,11 @@ class KeyIndex:
     async def flush(self) -> None:
         if self._log is None or not (self._pending or self._dirty_marks):
             return
-        entries, self._pending = self._pending, []
+        pending, self._pending = self._pending, []
+        entries = []
+        for phys, ts, key in pending:
+            raw = key.encode()
+            entries.append(ENTRY.pack(phys, ts, len(raw)) + raw)
         for log_id in sorted(self._dirty_marks):
             entries.append(ENTRY.pack(encode_commitlog_offset(log_id, self._watermarks[log_id]), 0, 0))
         self._dirty_marks.clear()
