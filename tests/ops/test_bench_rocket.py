@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 KEYS = {"name", "value", "unit", "baseline", "ratio", "goal", "params"}
 EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync16", "tx1", "tx16", "batch") for m in ("tps", "avg", "p99")] + [
-    "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99", "delay.avg", "delay.p99", "orderly.tps"]
+    "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99", "orderly.tps", "delay.avg", "delay.p99"]
 
 
 def test_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
