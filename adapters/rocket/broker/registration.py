@@ -1,6 +1,10 @@
 """Keeping the name servers informed: REGISTER_BROKER to every configured name server every
 registerNameServerPeriod (30 s) and right after a topic change; UNREGISTER_BROKER on shutdown.
-A name server that is down is retried at the next period; the others are not held up."""
+A name server that is down is retried at the next period; the others are not held up.
+
+A slave registers too (with its brokerId); the name server answers it with its group's master
+address and that master's haServerAddr, which ``on_registered`` hands to the broker (RocketMQ's
+slaves learn their master the same way)."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import zlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -29,9 +33,11 @@ REGISTER_TIMEOUT_S = 24.0  # registerBrokerTimeoutMills
 
 
 class Registrar:
-    def __init__(self, config: BrokerConfig, topic_wrapper: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, config: BrokerConfig, topic_wrapper: Callable[[], dict[str, Any]],
+                 on_registered: Callable[[str | None, str | None], Awaitable[None]] | None = None) -> None:
         self.config = config
         self.topic_wrapper = topic_wrapper
+        self.on_registered = on_registered
         self.client = RemotingClient()
         self._task: asyncio.Task[None] | None = None
         self._kick = asyncio.Event()
@@ -44,7 +50,7 @@ class Registrar:
 
     async def register_all(self) -> None:
         body = orjson.dumps({"topicConfigSerializeWrapper": self.topic_wrapper(), "filterServerList": []})
-        ext = {**self._ext(), "haServerAddr": f"{self.config.broker_ip1}:{self.config.listen_port + 1}",
+        ext = {**self._ext(), "haServerAddr": self.config.ha_server_addr,
                "compressed": False, "bodyCrc32": zlib.crc32(body) & 0x7FFFFFFF,
                "heartbeatTimeoutMillis": self.config.channel_expired_timeout}
         await asyncio.gather(*(self._register_one(a, ext, body) for a in self.config.namesrv_addrs))
@@ -62,6 +68,9 @@ class Registrar:
         if ok and not self.registered.get(addr):
             log.info("registered with name server %s", addr)
         self.registered[addr] = ok
+        if ok and self.on_registered is not None:
+            answer = resp.ext_fields
+            await self.on_registered(answer.get("masterAddr") or None, answer.get("haServerAddr") or None)
 
     def kick(self) -> None:
         """Register again now (topics changed)."""
