@@ -1,0 +1,134 @@
+"""A master/slave broker group as real processes: registration, slave refusals and reads,
+metadata sync (SlaveSynchronize) and promotion."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from adapters.rocket.message import Message
+from adapters.rocket.remoting import RequestCode, ResponseCode
+
+from .group import Cluster, broker_addrs, call, create_topic, eventually, route, runtime_info
+
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]
+
+SYNC_MS = 500  # slaveSyncInterval for these tests (RocketMQ: 10 s)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def group(tmp_path: Path) -> Iterator[Cluster]:
+    cluster = Cluster(tmp_path)
+    try:
+        cluster.start_broker("a-master", broker_name="broker-a")
+        cluster.start_broker("a-slave", broker_name="broker-a", broker_id=1, role="SLAVE",
+                             slaveSyncInterval=SYNC_MS)
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def send_ext(topic: str, queue_id: int = 0) -> dict[str, object]:
+    msg = Message(topic=topic, body=b"x", properties={"UNIQ_KEY": "k"})
+    return {"a": "PG", "b": topic, "c": "TBW102", "d": 4, "e": queue_id, "f": 0, "g": int(time.time() * 1000),
+            "h": 0, "i": msg.properties_string(), "j": 0, "k": False, "m": False}
+
+
+async def test_master_and_slave_are_both_in_the_route(group: Cluster) -> None:
+    await create_topic(group.addrs["a-master"], "GroupTopic")
+    expected = {"0": group.addrs["a-master"], "1": group.addrs["a-slave"]}
+
+    async def both() -> bool:
+        return await broker_addrs(group.namesrv, "GroupTopic", "broker-a") == expected
+
+    await eventually(both, what="master and slave in the route")
+    r = await route(group.namesrv, "GroupTopic")
+    assert r is not None and [q["brokerName"] for q in r["queueDatas"]] == ["broker-a"]
+    # The name server tells a registering slave who its master is (REGISTER_BROKER answer).
+    info = await runtime_info(group.addrs["a-slave"])
+    assert info["brokerRole"] == "SLAVE" and info["brokerId"] == "1"
+    assert info["slaveSyncMasterAddr"] == group.addrs["a-master"]
+    assert (await runtime_info(group.addrs["a-master"]))["brokerRole"] == "ASYNC_MASTER"
+
+
+async def test_a_slave_refuses_sends_and_serves_pulls(group: Cluster) -> None:
+    master, slave = group.addrs["a-master"], group.addrs["a-slave"]
+    await create_topic(master, "SlaveRefuses")
+    ok = await call(master, RequestCode.SEND_MESSAGE_V2, send_ext("SlaveRefuses"), b"hello")
+    assert ok.code == ResponseCode.SUCCESS, ok.remark
+
+    async def synced() -> bool:
+        return "SlaveRefuses" in (await runtime_info(slave)).get("slaveSyncCount", "") or await _has_topic(slave)
+
+    await eventually(lambda: _has_topic(slave), what="topic synced to the slave")
+    refused = await call(slave, RequestCode.SEND_MESSAGE_V2, send_ext("SlaveRefuses"), b"hello")
+    assert refused.code == ResponseCode.SERVICE_NOT_AVAILABLE
+    assert "slave" in (refused.remark or "")
+    refused = await call(slave, RequestCode.END_TRANSACTION, {
+        "producerGroup": "PG", "tranStateTableOffset": 0, "commitLogOffset": 0, "commitOrRollback": 8})
+    assert refused.code == ResponseCode.SLAVE_NOT_AVAILABLE
+    pulled = await call(slave, RequestCode.PULL_MESSAGE, {
+        "consumerGroup": "CG", "topic": "SlaveRefuses", "queueId": 0, "queueOffset": 0, "maxMsgNums": 8,
+        "sysFlag": 0x4, "commitOffset": 0, "suspendTimeoutMillis": 0, "subscription": "*", "subVersion": 0,
+        "expressionType": "TAG"})
+    # Served (what the slave has: nothing until the engine replicates), and sent back to the master.
+    assert pulled.code in (ResponseCode.SUCCESS, ResponseCode.PULL_NOT_FOUND, ResponseCode.PULL_OFFSET_MOVED)
+    assert pulled.ext_fields["suggestWhichBrokerId"] == "0"
+
+
+async def _has_topic(addr: str) -> bool:
+    resp = await call(addr, RequestCode.GET_ALL_TOPIC_CONFIG)
+    return "SlaveRefuses" in orjson.loads(resp.body)["topicConfigTable"]
+
+
+async def test_slave_copies_topics_offsets_groups_and_delay_progress(group: Cluster) -> None:
+    master, slave = group.addrs["a-master"], group.addrs["a-slave"]
+    await create_topic(master, "Synced", queues=3)
+    resp = await call(master, RequestCode.UPDATE_CONSUMER_OFFSET, {
+        "consumerGroup": "G1", "topic": "Synced", "queueId": 2, "commitOffset": 7})
+    assert resp.code == ResponseCode.SUCCESS
+    resp = await call(master, RequestCode.UPDATE_AND_CREATE_SUBSCRIPTIONGROUP,
+                      body=orjson.dumps({"groupName": "G1", "retryMaxTimes": 3}))
+    assert resp.code == ResponseCode.SUCCESS
+
+    async def copied() -> bool:
+        topics = orjson.loads((await call(slave, RequestCode.GET_ALL_TOPIC_CONFIG)).body)
+        offsets = orjson.loads((await call(slave, RequestCode.GET_ALL_CONSUMER_OFFSET)).body)
+        groups = orjson.loads((await call(slave, RequestCode.GET_ALL_SUBSCRIPTIONGROUP_CONFIG)).body)
+        return (topics["topicConfigTable"].get("Synced", {}).get("readQueueNums") == 3
+                and offsets["offsetTable"].get("Synced@G1", {}).get("2") == 7
+                and groups["subscriptionGroupTable"].get("G1", {}).get("retryMaxTimes") == 3)
+
+    await eventually(copied, what="topic, offset and group on the slave")
+    # The slave answers offset queries from what it copied (consumers fall back to it).
+    q = await call(slave, RequestCode.QUERY_CONSUMER_OFFSET, {"consumerGroup": "G1", "topic": "Synced", "queueId": 2})
+    assert q.code == ResponseCode.SUCCESS and q.ext_fields["offset"] == "7"
+    # The master's delay progress is what the slave has (GET_ALL_DELAY_OFFSET).
+    master_delay = orjson.loads((await call(master, RequestCode.GET_ALL_DELAY_OFFSET)).body)
+    assert "offsetTable" in master_delay
+    assert orjson.loads((await call(slave, RequestCode.GET_ALL_DELAY_OFFSET)).body)["offsetTable"] == \
+        master_delay["offsetTable"]
+    # A commit to the slave is taken in memory; the master's value overwrites it at the next sync.
+    resp = await call(slave, RequestCode.UPDATE_CONSUMER_OFFSET, {
+        "consumerGroup": "G1", "topic": "Synced", "queueId": 2, "commitOffset": 9})
+    assert resp.code == ResponseCode.SUCCESS
+    resp = await call(master, RequestCode.UPDATE_CONSUMER_OFFSET, {
+        "consumerGroup": "G1", "topic": "Synced", "queueId": 2, "commitOffset": 11})
+
+    async def master_wins() -> bool:
+        offsets = orjson.loads((await call(slave, RequestCode.GET_ALL_CONSUMER_OFFSET)).body)
+        return bool(offsets["offsetTable"]["Synced@G1"]["2"] == 11)
+
+    await eventually(master_wins, what="the master's offset on the slave")
+    # Nothing flows back: the master never saw 9.
+    q = await call(master, RequestCode.QUERY_CONSUMER_OFFSET, {"consumerGroup": "G1", "topic": "Synced", "queueId": 2})
+    assert q.ext_fields["offset"] == "11"
