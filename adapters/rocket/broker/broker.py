@@ -17,6 +17,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from adapters.rocket.remoting import (
+    PROMOTE_SLAVE,
     Connection,
     RemotingCommand,
     RemotingServer,
@@ -37,7 +38,7 @@ from .persist import JsonFile
 from .pull import PullProcessor
 from .queues import QueueStore
 from .registration import Registrar
-from .role import PROMOTE_SLAVE, ROLE_FILE, RoleProcessor, apply_saved_role, refuse_on_slave
+from .role import ROLE_FILE, RoleProcessor, apply_saved_role, refuse_on_slave
 from .schedule import Scheduler
 from .send import SendProcessor
 from .sendback import SendBackProcessor

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PROMOTE_SLAVE = 30001  # ours: RocketMQ 4.x has no such request (5.x elects through its controller)
 ROLE_FILE = "brokerRole.json"
 SLAVE_REFUSES_WRITE = "the broker role is slave: it does not accept messages; send to the master of its group"
 

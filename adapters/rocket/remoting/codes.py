@@ -19,6 +19,7 @@ class RequestCode(enum.IntEnum):
     UPDATE_CONSUMER_OFFSET = 15
     UPDATE_AND_CREATE_TOPIC = 17
     GET_ALL_TOPIC_CONFIG = 21
+    GET_BROKER_RUNTIME_INFO = 28
     SEARCH_OFFSET_BY_TIMESTAMP = 29
     GET_MAX_OFFSET = 30
     GET_MIN_OFFSET = 31
@@ -121,6 +122,9 @@ class SerializeType(enum.IntEnum):
     JSON = 0
     ROCKETMQ = 1
 
+
+# Our own request codes, outside RocketMQ's range of use (RocketMQ 4.x has no request for these).
+PROMOTE_SLAVE = 30001  # make a slave its group's master (``logstore admin promoteSlave``)
 
 # Bits of the header ``flag`` field.
 FLAG_RESPONSE = 0b01  # set: this command answers a request with the same opaque

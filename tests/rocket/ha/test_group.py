@@ -66,9 +66,6 @@ async def test_a_slave_refuses_sends_and_serves_pulls(group: Cluster) -> None:
     ok = await call(master, RequestCode.SEND_MESSAGE_V2, send_ext("SlaveRefuses"), b"hello")
     assert ok.code == ResponseCode.SUCCESS, ok.remark
 
-    async def synced() -> bool:
-        return "SlaveRefuses" in (await runtime_info(slave)).get("slaveSyncCount", "") or await _has_topic(slave)
-
     await eventually(lambda: _has_topic(slave), what="topic synced to the slave")
     refused = await call(slave, RequestCode.SEND_MESSAGE_V2, send_ext("SlaveRefuses"), b"hello")
     assert refused.code == ResponseCode.SERVICE_NOT_AVAILABLE
