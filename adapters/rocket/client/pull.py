@@ -7,7 +7,7 @@ Which broker of the queue's group is asked is RocketMQ's PullAPIWrapper rule: th
 last answer suggested for this queue (``suggestWhichBrokerId``; the master at first), found with
 ``find_broker_addr_in_subscribe`` (another broker of the group when that one is not in the route
 or its connection just failed). A pull to a slave carries no commit offset (the slave would not
-store it).
+store it); an error answer from a slave sends the queue's next pull to the master again.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..remoting import RemotingError
 from ._msgutil import prepare_pulled
 from .api import PULL_FLAG_COMMIT_OFFSET, PULL_FLAG_SUBSCRIPTION, PULL_FLAG_SUSPEND
 from .common import MASTER_ID, MessageQueue, PullStatus
+from .errors import MQBrokerError
 from .filter import SubscriptionData
 from .instance import MQClientInstance
 
@@ -74,6 +75,10 @@ async def pull_once(
         raw = await instance.api.pull_message(found.broker_addr, header, timeout_s)
     except RemotingError:
         await instance.broker_unreachable(found.broker_addr, mq.topic)
+        raise
+    except MQBrokerError:
+        if found.slave:  # e.g. the slave has not synced the topic yet: back to the master
+            instance.pull_from_which_node.pop(mq, None)
         raise
     instance.pull_from_which_node[mq] = raw.suggest_which_broker_id
     msgs: list[Message] = []

@@ -10,6 +10,11 @@ from pathlib import Path
 import orjson
 import pytest
 
+from adapters.rocket.client import ClientConfig
+from adapters.rocket.client.common import MessageQueue
+from adapters.rocket.client.filter import build_subscription
+from adapters.rocket.client.instance import MQClientInstance
+from adapters.rocket.client.pull import pull_once
 from adapters.rocket.message import Message
 from adapters.rocket.remoting import RequestCode, ResponseCode
 
@@ -18,11 +23,6 @@ from .group import Cluster, broker_addrs, call, create_topic, eventually, route,
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 SYNC_MS = 500  # slaveSyncInterval for these tests (RocketMQ: 10 s)
-
-
-@pytest.fixture
-def anyio_backend() -> str:
-    return "asyncio"
 
 
 @pytest.fixture
@@ -82,9 +82,9 @@ async def test_a_slave_refuses_sends_and_serves_pulls(group: Cluster) -> None:
     assert pulled.ext_fields["suggestWhichBrokerId"] == "0"
 
 
-async def _has_topic(addr: str) -> bool:
+async def _has_topic(addr: str, topic: str = "SlaveRefuses") -> bool:
     resp = await call(addr, RequestCode.GET_ALL_TOPIC_CONFIG)
-    return "SlaveRefuses" in orjson.loads(resp.body)["topicConfigTable"]
+    return topic in orjson.loads(resp.body)["topicConfigTable"]
 
 
 async def test_slave_copies_topics_offsets_groups_and_delay_progress(group: Cluster) -> None:
@@ -129,3 +129,70 @@ async def test_slave_copies_topics_offsets_groups_and_delay_progress(group: Clus
     # Nothing flows back: the master never saw 9.
     q = await call(master, RequestCode.QUERY_CONSUMER_OFFSET, {"consumerGroup": "G1", "topic": "Synced", "queueId": 2})
     assert q.ext_fields["offset"] == "11"
+
+
+def pull_ext(topic: str, offset: int, max_nums: int = 1, group: str = "CG") -> dict[str, object]:
+    return {"consumerGroup": group, "topic": topic, "queueId": 0, "queueOffset": offset, "maxMsgNums": max_nums,
+            "sysFlag": 0x4, "commitOffset": 0, "suspendTimeoutMillis": 0, "subscription": "*", "subVersion": 0,
+            "expressionType": "TAG"}
+
+
+async def test_with_slave_read_enable_a_lagging_consumer_is_sent_to_the_slave(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        # accessMessageInMemoryMaxRatio=0: any lag is "too far behind" (RocketMQ: 40 % of RAM).
+        master = cluster.start_broker("a-master", broker_name="broker-a", slaveReadEnable="true",
+                                      accessMessageInMemoryMaxRatio=0)
+        slave = cluster.start_broker("a-slave", broker_name="broker-a", broker_id=1, role="SLAVE",
+                                     slaveReadEnable="true", slaveSyncInterval=SYNC_MS)
+        await create_topic(master, "Lagging", queues=1)
+        for _ in range(5):
+            resp = await call(master, RequestCode.SEND_MESSAGE_V2, send_ext("Lagging"), b"0123456789")
+            assert resp.code == ResponseCode.SUCCESS
+        behind = await call(master, RequestCode.PULL_MESSAGE, pull_ext("Lagging", 0))
+        assert behind.code == ResponseCode.SUCCESS and behind.ext_fields["suggestWhichBrokerId"] == "1"
+        caught_up = await call(master, RequestCode.PULL_MESSAGE, pull_ext("Lagging", 4))
+        assert caught_up.code == ResponseCode.SUCCESS and caught_up.ext_fields["suggestWhichBrokerId"] == "0"
+
+        # The client follows the suggestion: the next pull of that queue goes to the slave.
+        instance = MQClientInstance(ClientConfig(namesrv_addr=cluster.namesrv, client_ip="127.0.0.1"))
+        try:
+            await eventually(lambda: _routed_both(cluster.namesrv, master, slave), what="both in the route")
+            await eventually(lambda: _has_topic(slave, "Lagging"), what="the topic synced to the slave")
+            await instance.update_route("Lagging")
+            mq = MessageQueue("Lagging", "broker-a", 0)
+            sub = build_subscription("Lagging", "*")
+            assert (await instance.find_broker_addr_for_read(mq, instance.pull_from_which_node.get(mq, 0))
+                    ).broker_addr == master
+            result = await pull_once(instance, "CG", mq, sub, 0, 1)
+            assert len(result.msg_found_list) == 1
+            assert instance.pull_from_which_node[mq] == 1
+            found = await instance.find_broker_addr_for_read(mq, instance.pull_from_which_node[mq])
+            assert found.broker_addr == slave and found.slave
+            await pull_once(instance, "CG", mq, sub, 1, 1)  # served by the slave, which sends it back
+            assert instance.pull_from_which_node[mq] == 0
+        finally:
+            await instance.shutdown()
+    finally:
+        cluster.close()
+
+
+async def _routed_both(namesrv: str, master: str, slave: str) -> bool:
+    return await broker_addrs(namesrv, "Lagging", "broker-a") == {"0": master, "1": slave}
+
+
+async def test_a_sync_master_without_an_in_sync_slave_answers_slave_not_available(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        master = cluster.start_broker("a-master", broker_name="broker-a", role="SYNC_MASTER")
+        await create_topic(master, "SyncMaster", queues=1)
+        resp = await call(master, RequestCode.SEND_MESSAGE_V2, send_ext("SyncMaster"), b"stored anyway")
+        # RocketMQ's CommitLog.handleHA: no slave in sync -> SLAVE_NOT_AVAILABLE, stored on the master.
+        assert resp.code == ResponseCode.SLAVE_NOT_AVAILABLE, resp.remark
+        assert resp.ext_fields["queueOffset"] == "0"
+        pulled = await call(master, RequestCode.PULL_MESSAGE, pull_ext("SyncMaster", 0, 8))
+        assert pulled.code == ResponseCode.SUCCESS
+        info = await runtime_info(master)
+        assert info["brokerRole"] == "SYNC_MASTER" and info["haSlaveNotAvailable"] == "1"
+    finally:
+        cluster.close()
