@@ -1,7 +1,8 @@
 """Metadata of a broker group: what a master serves and what a slave copies (RocketMQ's
 SlaveSynchronize), over the remoting protocol with RocketMQ's request codes and JSON bodies:
 
-    GET_ALL_TOPIC_CONFIG (21)             TopicConfigSerializeWrapper {topicConfigTable, dataVersion}
+    GET_ALL_TOPIC_CONFIG (21)             TopicConfigSerializeWrapper {topicConfigTable, dataVersion}, plus
+                                          our queue log ids {"logstoreQueueIds": {next, ids}} (queues.py)
     GET_ALL_CONSUMER_OFFSET (43)          ConsumerOffsetSerializeWrapper {offsetTable: {"topic@group": {qid: offset}}}
     GET_ALL_DELAY_OFFSET (45)             the master's delayOffset.json text ({offsetTable: {level: offset}},
                                           plus our timer queue's progress under "timer")
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+QUEUE_IDS_FIELD = "logstoreQueueIds"
 SYNC_TIMEOUT_S = 3.0  # RocketMQ's BrokerOuterAPI uses 3 s for these calls
 
 
@@ -59,7 +61,9 @@ class MetadataProcessor:
         self.broker = broker
 
     async def all_topic_config(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-        return cmd.make_response(ResponseCode.SUCCESS, body=orjson.dumps(self.broker.topics.wrapper()))
+        # RocketMQ readers ignore the extra field; our slaves need it (queues.py).
+        body = {**self.broker.topics.wrapper(), QUEUE_IDS_FIELD: self.broker.queues.ids_json()}
+        return cmd.make_response(ResponseCode.SUCCESS, body=orjson.dumps(body))
 
     async def all_consumer_offset(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         return cmd.make_response(ResponseCode.SUCCESS, body=orjson.dumps(self.broker.offsets.wrapper()))
@@ -149,8 +153,12 @@ class SlaveSynchronize:
         wrapper = await self._get(addr, RequestCode.GET_ALL_TOPIC_CONFIG)
         table = wrapper.get("topicConfigTable") or {}
         configs = [TopicConfig.from_json(obj) for obj in table.values()]
+        ids = wrapper.get(QUEUE_IDS_FIELD) or {}
+        # Ids first: the queue logs created below for new topics must get the master's ids.
+        ids_changed = await self.broker.queues.adopt_ids({str(k): int(v) for k, v in (ids.get("ids") or {}).items()},
+                                                         int(ids.get("next") or 1))
         changed = self.broker.topics.adopt(configs, wrapper.get("dataVersion") or {})
-        if changed:
+        if changed or ids_changed:
             for config in configs:  # the queue logs a topic new to this slave needs
                 await self.broker.ensure_queues(config)
             self.broker.registrar.kick()

@@ -106,6 +106,10 @@ async def test_slave_copies_topics_offsets_groups_and_delay_progress(group: Clus
                 and groups["subscriptionGroupTable"].get("G1", {}).get("retryMaxTimes") == 3)
 
     await eventually(copied, what="topic, offset and group on the slave")
+    # Queue log ids (inside commit log offsets and message ids) are the master's on the slave.
+    master_ids = orjson.loads((await call(master, RequestCode.GET_ALL_TOPIC_CONFIG)).body)["logstoreQueueIds"]["ids"]
+    slave_ids = orjson.loads((await call(slave, RequestCode.GET_ALL_TOPIC_CONFIG)).body)["logstoreQueueIds"]["ids"]
+    assert {k: v for k, v in slave_ids.items() if k in master_ids} == master_ids
     # The slave answers offset queries from what it copied (consumers fall back to it).
     q = await call(slave, RequestCode.QUERY_CONSUMER_OFFSET, {"consumerGroup": "G1", "topic": "Synced", "queueId": 2})
     assert q.code == ResponseCode.SUCCESS and q.ext_fields["offset"] == "7"

@@ -192,3 +192,30 @@ async def test_offsets_are_overwritten_key_by_key(tmp_path: Path) -> None:
         assert offsets.wrapper() == {"offsetTable": {"T@G": {"0": 7, "1": 3}, "T@G2": {"0": 4}}}
     finally:
         await offsets.close()
+
+
+@pytest.mark.anyio
+async def test_a_slave_takes_its_masters_queue_log_ids(tmp_path: Path) -> None:
+    from adapters.rocket.broker.queues import QueueStore, encode_commitlog_offset
+    from logstore import LogConfig, Store
+
+    store = await Store.open(str(tmp_path / "store"))
+    try:
+        queues = QueueStore(store, JsonFile(store.io, store.root, "queueIds.json"), LogConfig())
+        log_a, id_a = await queues.get_or_create("A", 0)  # made locally before the first sync: id 1
+        await queues.get_or_create("Local", 0)  # id 2, which the master uses for another queue
+        assert await queues.adopt_ids({"B.0": 1, "A.0": 2}, 3)
+        assert queues.get("A", 0) == (log_a, 2)
+        assert queues.by_commitlog_offset(encode_commitlog_offset(2, 5)) == ("A", 0, log_a, 5)
+        local = queues.get("Local", 0)
+        assert local is not None and local[1] >= 3  # renumbered past every id the master has
+        _log_b, id_b = await queues.get_or_create("B", 0)
+        assert id_b == 1  # created after the sync: the master's id
+        _log_c, id_c = await queues.get_or_create("C", 0)
+        assert id_c not in (1, 2, local[1])
+        assert not await queues.adopt_ids({"B.0": 1, "A.0": 2}, 3)
+        reloaded = QueueStore(store, JsonFile(store.io, store.root, "queueIds.json"), LogConfig())
+        assert reloaded.get("A", 0) == (log_a, 2)
+        assert id_a == 1
+    finally:
+        await store.close()
