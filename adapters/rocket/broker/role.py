@@ -7,9 +7,10 @@ role is slave"), END_TRANSACTION answers SLAVE_NOT_AVAILABLE (EndTransactionProc
 ``PROMOTE_SLAVE`` (our request code; ``logstore admin promoteSlave -b ADDR``) makes a slave its
 group's master: the new role is set first (so no late name server answer makes it follow again),
 then it stops syncing metadata, stops following, bumps the leader epoch and serves the logs
-(``ha.py``), reloads the scheduler's progress it copied from the old master, rebuilds the
-transaction state from its half/op queues, starts the master-only services and registers with
-brokerId 0, which replaces its slave entry in every route. The new role is saved in
+(``ha.py``), reloads the scheduler's progress it copied from the old master, indexes the keys
+of the messages it copied, rebuilds the transaction state from its half/op queues, starts the
+master-only services and registers with brokerId 0, which replaces its slave entry in every
+route. The new role is saved in
 ``config/brokerRole.json`` together with the broker.conf role it overrode: a restart keeps it
 master while broker.conf still says what it said then (edit brokerRole/brokerId, or delete the
 file, to make it a slave again).
@@ -100,6 +101,9 @@ class RoleProcessor:
         await broker.slave_sync.close()
         self.epoch = await broker.ha.promote()
         broker.schedule.reload_progress()
+        indexed = broker.key_index.catch_up((t, lg, lid) for t, _q, lg, lid in broker.queues.all_queues())
+        if indexed:
+            log.info("indexed the keys of %d replicated messages", indexed)
         await broker.transactions.open()
         broker.start_master_services()
         self.promoted_ms = int(time.time() * 1000)
