@@ -80,6 +80,7 @@ class Broker:
         self.registrar = Registrar(config, self.topics.wrapper, self._on_registered)
         self.ha = HAService(self)
         self.slave_sync = SlaveSynchronize(self)
+        self.registrar.seeking_master = lambda: self.config.is_slave and self.slave_sync.master_addr is None
         self.metadata = MetadataProcessor(self)
         self.role = RoleProcessor(self)
         self.pull = PullProcessor(self)

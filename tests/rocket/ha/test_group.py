@@ -200,3 +200,20 @@ async def test_a_sync_master_without_an_in_sync_slave_answers_slave_not_availabl
         assert info["brokerRole"] == "SYNC_MASTER" and info["haSlaveNotAvailable"] == "1"
     finally:
         cluster.close()
+
+
+async def test_a_slave_started_before_its_master_finds_it(tmp_path: Path) -> None:
+    cluster = Cluster(tmp_path)
+    try:
+        slave = cluster.start_broker("a-slave", broker_name="broker-a", broker_id=1, role="SLAVE",
+                                     slaveSyncInterval=SYNC_MS)
+        assert (await runtime_info(slave))["slaveSyncMasterAddr"] == ""
+        master = cluster.start_broker("a-master", broker_name="broker-a")
+        await create_topic(master, "Later", queues=1)
+
+        async def found() -> bool:
+            return (await runtime_info(slave))["slaveSyncMasterAddr"] == master and await _has_topic(slave, "Later")
+
+        await eventually(found, timeout_s=15, what="the slave finding its master (registering every 3 s)")
+    finally:
+        cluster.close()
