@@ -12,8 +12,8 @@ of the messages it copied, rebuilds the transaction state from its half/op queue
 master-only services and registers with brokerId 0, which replaces its slave entry in every
 route. The new role is saved in
 ``config/brokerRole.json`` together with the broker.conf role it overrode: a restart keeps it
-master while broker.conf still says what it said then (edit brokerRole/brokerId, or delete the
-file, to make it a slave again).
+master while broker.conf still says what it said then; once broker.conf says something else,
+the file is removed and broker.conf rules again.
 """
 
 from __future__ import annotations
@@ -45,7 +45,10 @@ def apply_saved_role(config: BrokerConfig, file: JsonFile) -> None:
     if not doc:
         return
     if (doc.get("confBrokerRole"), doc.get("confBrokerId")) != (config.broker_role, config.broker_id):
-        log.warning("broker.conf changed since this broker was promoted: %s ignored", file.path)
+        # The operator has set the role since: theirs wins, now and on every later start.
+        log.warning("broker.conf changed since this broker was promoted: %s removed", file.path)
+        file.io.unlink(file.path)
+        file.io.fsync_dir(file.directory)
         return
     config.broker_role, config.broker_id = str(doc["brokerRole"]), int(doc["brokerId"])
     config.validate()

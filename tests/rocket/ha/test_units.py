@@ -219,3 +219,21 @@ async def test_a_slave_takes_its_masters_queue_log_ids(tmp_path: Path) -> None:
         assert id_a == 1
     finally:
         await store.close()
+
+
+def test_a_saved_promotion_holds_until_broker_conf_changes(tmp_path: Path) -> None:
+    from adapters.rocket.broker.role import ROLE_FILE, apply_saved_role
+
+    io = RealIO()
+    file = JsonFile(io, str(tmp_path), ROLE_FILE)
+    file.save({"brokerRole": "ASYNC_MASTER", "brokerId": 0, "confBrokerRole": "SLAVE", "confBrokerId": 1})
+    cfg = BrokerConfig.load(None, {"brokerRole": "SLAVE", "brokerId": "1"})
+    apply_saved_role(cfg, file)
+    assert (cfg.broker_role, cfg.broker_id) == ("ASYNC_MASTER", 0)
+    changed = BrokerConfig.load(None, {"brokerRole": "SLAVE", "brokerId": "3"})
+    apply_saved_role(changed, file)
+    assert (changed.broker_role, changed.broker_id) == ("SLAVE", 3)
+    assert not io.exists(file.path)  # broker.conf rules from now on
+    again = BrokerConfig.load(None, {"brokerRole": "SLAVE", "brokerId": "1"})
+    apply_saved_role(again, file)
+    assert (again.broker_role, again.broker_id) == ("SLAVE", 1)
