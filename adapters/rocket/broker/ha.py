@@ -86,8 +86,10 @@ class HAService:
 
     async def start(self) -> None:
         if engine() is None:
-            log.warning("%s is not available: this broker group replicates metadata only, no messages",
-                        ENGINE_MODULE)
+            # A lone ASYNC_MASTER (the usual single broker) loses nothing by it: say so quietly.
+            lone = self.config.broker_role != SYNC_MASTER and not self.config.is_slave
+            log.log(logging.INFO if lone else logging.WARNING,
+                    "%s is not available: this broker group replicates metadata only, no messages", ENGINE_MODULE)
             return
         if self.config.is_slave:
             if self.config.ha_master_address:
