@@ -76,6 +76,7 @@ class HAService:
         self.server: Any = None  # logstore.replication.ReplicaServer while master
         self.follower: Any = None  # logstore.replication.Follower while slave
         self.leader_addr: str | None = None  # the HA address followed
+        self.learnt_master_ha_addr: str | None = None  # the last haServerAddr the name server named
         self.sync_waits = self.sync_timeouts = self.slave_not_available = 0
 
     @property
@@ -141,8 +142,10 @@ class HAService:
 
     async def learn_master(self, ha_addr: str | None) -> None:
         """The name server named the group's master HA address (slaves only)."""
-        if ha_addr and self.config.is_slave and not self.config.ha_master_address:
-            await self.follow(ha_addr)
+        if ha_addr and self.config.is_slave:
+            self.learnt_master_ha_addr = ha_addr
+            if not self.config.ha_master_address:
+                await self.follow(ha_addr)
 
     async def promote(self) -> int | None:
         """Become the group's leader: stop following, bump the leader epoch, serve. The new
@@ -194,6 +197,6 @@ class HAService:
             "haSyncWaits": str(self.sync_waits), "haSyncTimeouts": str(self.sync_timeouts),
             "haSlaveNotAvailable": str(self.slave_not_available),
         }
-        if self.leader_addr:
-            doc["haMasterAddr"] = self.leader_addr
+        if cfg.is_slave:
+            doc["haMasterAddr"] = cfg.ha_master_address or self.learnt_master_ha_addr or ""
         return doc

@@ -37,15 +37,18 @@ class Cluster:
         self.brokers: dict[str, LogstoreProcess] = {}
         self.addrs: dict[str, str] = {}
         self.args: dict[str, list[str]] = {}
+        self.ha_addrs: dict[str, str] = {}
         self._logs: list[IO[str]] = []
 
     def start_broker(self, key: str, *, broker_name: str, broker_id: int = 0, role: str = "ASYNC_MASTER",
                      port: int | None = None, **conf: object) -> str:
         """A broker named ``key`` (its data dir and conf are ``root/key``); its address."""
         port = port if port is not None else self._port_of(key)
+        ha_port = free_port()
+        self.ha_addrs[key] = f"127.0.0.1:{ha_port}"
         conf_path = write_conf(self.root / f"{key}.conf", brokerName=broker_name, brokerId=broker_id,
                                brokerRole=role, namesrvAddr=self.namesrv, listenPort=port,
-                               haListenPort=free_port(), **conf)
+                               haListenPort=ha_port, **conf)
         args = ["broker", "-c", str(conf_path), "--data-dir", str(self.root / key), "--log-level", "INFO"]
         log_file = (self.root / f"{key}.log").open("a")
         self._logs.append(log_file)

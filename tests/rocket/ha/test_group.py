@@ -57,6 +57,7 @@ async def test_master_and_slave_are_both_in_the_route(group: Cluster) -> None:
     info = await runtime_info(group.addrs["a-slave"])
     assert info["brokerRole"] == "SLAVE" and info["brokerId"] == "1"
     assert info["slaveSyncMasterAddr"] == group.addrs["a-master"]
+    assert info["haMasterAddr"] == group.ha_addrs["a-master"]  # the master's haServerAddr
     assert (await runtime_info(group.addrs["a-master"]))["brokerRole"] == "ASYNC_MASTER"
 
 
