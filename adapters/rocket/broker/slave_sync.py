@@ -135,6 +135,11 @@ class SlaveSynchronize:
             self.last_error = f"{addr}: {exc}"
             log.warning("metadata sync from master %s failed: %s", addr, exc)
             return False
+        except Exception as exc:  # a body we misread: keep the loop alive, say it loudly
+            self.failures += 1
+            self.last_error = f"{addr}: {exc!r}"
+            log.exception("metadata sync from master %s failed", addr)
+            return False
         self.syncs += 1
         self.last_sync_ms = int(time.time() * 1000)
         self.last_error = None
