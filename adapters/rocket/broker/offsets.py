@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -111,8 +112,10 @@ class ConsumerOffsetManager:
             self._changed()
 
     def wrapper(self) -> dict[str, Any]:
-        """RocketMQ's ConsumerOffsetSerializeWrapper (GET_ALL_CONSUMER_OFFSET)."""
-        return self._snapshot()
+        """RocketMQ's ConsumerOffsetSerializeWrapper (GET_ALL_CONSUMER_OFFSET); RocketMQ 5 slaves
+        also read its dataVersion."""
+        return {**self._snapshot(), "dataVersion": {"stateVersion": 0, "timestamp": int(time.time() * 1000),
+                                                    "counter": self._version}}
 
     def _changed(self) -> None:
         self._version += 1
