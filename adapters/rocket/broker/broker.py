@@ -113,7 +113,7 @@ class Broker:
         await self.server.start()
         self.config.listen_port = self.server.port
         self.send = SendProcessor(self)
-        self._register_handlers()
+        self.register_handlers()
         self.server.add_disconnect_listener(self.clients.on_disconnect)
         self.offsets.start()
         self.clients.start()
@@ -153,7 +153,9 @@ class Broker:
         await self.offsets.close()
         await self.store.close()
 
-    def _register_handlers(self) -> None:
+    def register_handlers(self) -> None:
+        """The request table for the current role (registered again when a slave is promoted,
+        so a master's send path pays nothing for the slave's refusals)."""
         c, a, s = self.consumer, self.admin, self.send
         table: dict[int, HandlerFn] = {
             RequestCode.SEND_MESSAGE: s.send, RequestCode.SEND_MESSAGE_V2: s.send_v2,
@@ -178,12 +180,12 @@ class Broker:
             RequestCode.CONSUMER_SEND_MSG_BACK: self.sendback.send_back,
             RequestCode.END_TRANSACTION: self.transactions.end_transaction,
         }
-        # A slave's store is the master's copy: it takes no writes (role.py).
-        for write in (RequestCode.SEND_MESSAGE, RequestCode.SEND_MESSAGE_V2, RequestCode.SEND_BATCH_MESSAGE,
-                      RequestCode.CONSUMER_SEND_MSG_BACK):
-            table[write] = refuse_on_slave(self, table[write], ResponseCode.SERVICE_NOT_AVAILABLE)
-        table[RequestCode.END_TRANSACTION] = refuse_on_slave(self, table[RequestCode.END_TRANSACTION],
-                                                             ResponseCode.SLAVE_NOT_AVAILABLE)
+        if self.config.is_slave:  # a slave's store is the master's copy: it takes no writes (role.py)
+            for write in (RequestCode.SEND_MESSAGE, RequestCode.SEND_MESSAGE_V2, RequestCode.SEND_BATCH_MESSAGE,
+                          RequestCode.CONSUMER_SEND_MSG_BACK):
+                table[write] = refuse_on_slave(self, table[write], ResponseCode.SERVICE_NOT_AVAILABLE)
+            table[RequestCode.END_TRANSACTION] = refuse_on_slave(self, table[RequestCode.END_TRANSACTION],
+                                                                 ResponseCode.SLAVE_NOT_AVAILABLE)
         for code, fn in table.items():
             self.server.register(code, _refusing_bad_requests(fn))
 

@@ -109,6 +109,7 @@ class RoleProcessor:
             log.info("indexed the keys of %d replicated messages", indexed)
         await broker.transactions.open()
         broker.start_master_services()
+        broker.register_handlers()  # without the slave's refusals
         self.promoted_ms = int(time.time() * 1000)
         await broker.registrar.register_all()
         log.warning("%s is now the master of %s (leader epoch %s)", cfg.broker_addr, cfg.broker_name, self.epoch)
