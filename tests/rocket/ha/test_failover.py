@@ -30,6 +30,7 @@ from adapters.rocket.client import (
     SendStatus,
     new_message,
 )
+from adapters.rocket.message import decode_stored
 from adapters.rocket.remoting import RequestCode, ResponseCode
 from adapters.rocket.testing import REPO, logstore_command
 
@@ -202,3 +203,34 @@ async def test_promote_slave_moves_the_route_and_the_old_master_follows_as_a_sla
     cluster.start_broker("a-slave", broker_name="broker-a", broker_id=1, role="SLAVE", slaveSyncInterval=500)
     assert (await runtime_info(slave))["brokerRole"] == "ASYNC_MASTER"
     await eventually(lambda: routed({"0": slave, "2": master}), what="the route after the restart")
+
+
+async def test_a_promoted_slave_delivers_the_scheduled_messages_of_its_group(cluster: Cluster) -> None:
+    levels = {"messageDelayLevel": "1s 3s"}
+    master = cluster.start_broker("a-master", broker_name="broker-a", **levels)
+    await create_topic(master, "Later", queues=1)
+    async with Producer("P_later", client_config=client_config(cluster)) as producer:
+        msg = new_message("Later", b"due in 3 s")
+        msg.properties["DELAY"] = "2"
+        assert (await producer.send(msg)).send_status == SendStatus.SEND_OK
+    cluster.stop("a-master")  # before it is due: only the schedule queue holds it
+    shutil.copytree(cluster.root / "a-master", cluster.root / "a-slave")
+    slave = cluster.start_broker("a-slave", broker_name="broker-a", broker_id=1, role="SLAVE", **levels)
+    await asyncio.sleep(4)
+    assert await later_bodies(slave) == []  # a slave delivers nothing
+    assert admin(cluster, "promoteSlave", "-b", slave)["brokerRole"] == "ASYNC_MASTER"
+
+    async def delivered() -> bool:
+        return await later_bodies(slave) == [b"due in 3 s"]
+
+    await eventually(delivered, what="the scheduled message delivered by the promoted slave")
+    text = subprocess.run(logstore_command("admin", "brokerStatus", "-b", slave, "-n", cluster.namesrv), cwd=REPO,
+                          capture_output=True, text=True, timeout=60)
+    assert text.returncode == 0 and "brokerRole" in text.stdout and "ASYNC_MASTER" in text.stdout
+
+
+async def later_bodies(addr: str) -> list[bytes]:
+    resp = await call(addr, RequestCode.PULL_MESSAGE, {
+        "consumerGroup": "CG", "topic": "Later", "queueId": 0, "queueOffset": 0, "maxMsgNums": 32, "sysFlag": 0x4,
+        "commitOffset": 0, "suspendTimeoutMillis": 0, "subscription": "*", "subVersion": 0, "expressionType": "TAG"})
+    return [m.body for m in decode_stored(resp.body)] if resp.code == ResponseCode.SUCCESS else []
