@@ -14,6 +14,8 @@
                                     [-o false] [-q 1] [-r 16] [-i 0] [-w 1] [-a true]
     logstore admin dlqList          -g GROUP [-c 64] [-s BEGIN_OFFSET]
     logstore admin resendDlq        -g GROUP (-i MSGID[,MSGID...] | -a [-c 64])
+    logstore admin brokerStatus     (-b ADDR | -c CLUSTER)
+    logstore admin promoteSlave     -b ADDR [-r ASYNC_MASTER|SYNC_MASTER]
 
 Every subcommand takes ``-n namesrvAddr`` (``host:port;host:port``; default $NAMESRV_ADDR or
 127.0.0.1:9876) and ``--json`` (one JSON document on stdout instead of a table). Flags mqadmin has
@@ -31,6 +33,14 @@ Dead letters (``%DLQ%<group>``, where a message goes after the group's retryMaxT
 deliveries): ``dlqList`` lists them (offset message id, original topic, reconsume times);
 ``queryMsgById -i`` shows one in full; ``resendDlq`` sends them (by id, or ``-a`` every listed
 one) back to ``%RETRY%<group>`` with reconsumeTimes 0, so only that group consumes them again.
+
+Broker groups: ``brokerStatus`` prints a broker's runtime table (GET_BROKER_RUNTIME_INFO), with
+its role, brokerId, the master a slave syncs from and the replication state; ``-c`` does every
+broker (masters and slaves) of a cluster. ``promoteSlave`` (ours; RocketMQ 4 has no such
+command) makes the slave at ADDR the master of its group: it stops following, bumps the leader
+epoch, becomes ASYNC_MASTER (or ``-r SYNC_MASTER``) and re-registers with brokerId 0, so routes
+point at it. Stop the old master first, and restart it with brokerRole=SLAVE and a brokerId
+above 0: it then follows the new master (and drops whatever the new master never had).
 """
 
 from __future__ import annotations
@@ -298,6 +308,36 @@ async def cmd_resend_dlq(admin: Admin, args: argparse.Namespace) -> None:
         + f"\n\n{len(rows)} message(s) sent back to {rows[0]['retryTopic'] if rows else '%RETRY%' + args.groupName}")
 
 
+async def cmd_broker_status(admin: Admin, args: argparse.Namespace) -> None:
+    if args.brokerAddr:
+        addrs = [args.brokerAddr]
+    elif args.clusterName:
+        addrs = await admin.all_broker_addrs(args.clusterName)
+        if not addrs:
+            raise AdminError(f"cluster {args.clusterName} has no broker")
+    else:
+        raise UsageError("one of -b brokerAddr or -c clusterName is required")
+    tables = {addr: await admin.broker_status(addr) for addr in addrs}
+
+    def text() -> str:
+        width = max((len(k) for t in tables.values() for k in t), default=0)
+        return "\n\n".join("\n".join(f"{k:<{width}} : {v}" for k, v in sorted(t.items())) if len(tables) == 1
+                            else "\n".join(f"{addr:<22}{k:<{width}} : {v}" for k, v in sorted(t.items()))
+                            for addr, t in tables.items())
+
+    emit(args, tables[addrs[0]] if args.brokerAddr else {"brokers": tables}, text)
+
+
+async def cmd_promote_slave(admin: Admin, args: argparse.Namespace) -> None:
+    before = await admin.broker_status(args.brokerAddr)
+    answer = await admin.promote_slave(args.brokerAddr, args.role)
+    doc = {"brokerAddr": args.brokerAddr, "brokerName": before.get("brokerName", ""),
+           "oldBrokerId": int(before.get("brokerId", "-1")), "brokerRole": answer.get("brokerRole", args.role),
+           "brokerId": int(answer.get("brokerId", "0")), "epoch": answer.get("epoch") or None}
+    emit(args, doc, lambda: f"promoted {args.brokerAddr} ({doc['brokerName']}, brokerId {doc['oldBrokerId']}) to "
+         f"{doc['brokerRole']}, brokerId 0" + (f", leader epoch {doc['epoch']}" if doc["epoch"] else ""))
+
+
 # -- parser ---------------------------------------------------------------------------------------------
 
 Handler = Callable[[Admin, argparse.Namespace], Awaitable[None]]
@@ -401,6 +441,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-i", "--msgId", action="append", help="offset message id(s) from dlqList; repeatable")
     sp.add_argument("-a", "--all", action="store_true", help="every dead letter dlqList -c MAXNUM shows")
     sp.add_argument("-c", "--maxNum", type=int, default=64, help="with -a: at most this many (default 64)")
+
+    sp = add("brokerStatus", cmd_broker_status, "a broker's runtime status, role and replication state")
+    target(sp, "status of")
+
+    sp = add("promoteSlave", cmd_promote_slave, "make a slave the master of its broker group")
+    sp.add_argument("-b", "--brokerAddr", required=True, help="the slave to promote")
+    sp.add_argument("-r", "--role", choices=("ASYNC_MASTER", "SYNC_MASTER"), default="ASYNC_MASTER",
+                    help="its new brokerRole (default ASYNC_MASTER)")
     return p
 
 

@@ -20,6 +20,7 @@ from adapters.rocket.message import (
     decode_stored,
 )
 from adapters.rocket.remoting import (
+    PROMOTE_SLAVE,
     RemotingClient,
     RemotingCommand,
     RemotingError,
@@ -142,6 +143,23 @@ class Admin:
             if addr and (names is None or name in names):
                 out[name] = addr
         return out
+
+    async def all_broker_addrs(self, cluster: str | None = None) -> list[str]:
+        """Every broker address (masters and slaves), of one cluster or of all."""
+        info = await self.cluster_info()
+        names = set((info.get("clusterAddrTable") or {}).get(cluster) or []) if cluster is not None else None
+        return sorted(addr for name, data in (info.get("brokerAddrTable") or {}).items()
+                      if names is None or name in names for addr in (data.get("brokerAddrs") or {}).values())
+
+    async def broker_status(self, addr: str) -> dict[str, str]:
+        """GET_BROKER_RUNTIME_INFO (28): the broker's counters and, for groups, its role and HA state."""
+        resp = await self.call(addr, RequestCode.GET_BROKER_RUNTIME_INFO)
+        return {str(k): str(v) for k, v in (orjson.loads(resp.body or b"{}").get("table") or {}).items()}
+
+    async def promote_slave(self, addr: str, role: str = "ASYNC_MASTER") -> dict[str, str]:
+        """Make the slave at ``addr`` the master of its group (our PROMOTE_SLAVE request)."""
+        resp = await self.call(addr, PROMOTE_SLAVE, {"brokerRole": role})
+        return dict(resp.ext_fields)
 
     async def topic_list(self) -> list[str]:
         resp = await self.call_namesrv(RequestCode.GET_ALL_TOPIC_LIST_FROM_NAMESERVER)

@@ -1,5 +1,5 @@
 """Admin and lookup requests: QUERY_MESSAGE (12), VIEW_MESSAGE_BY_ID (33), GET_CONSUME_STATS
-(208), UPDATE_AND_CREATE_TOPIC (17), DELETE_TOPIC_IN_BROKER (215), GET_ALL_TOPIC_CONFIG (21),
+(208), UPDATE_AND_CREATE_TOPIC (17), DELETE_TOPIC_IN_BROKER (215),
 UPDATE_AND_CREATE_SUBSCRIPTIONGROUP (200), GET_BROKER_RUNTIME_INFO (28), GET_TOPIC_STATS_INFO
 (202), INVOKE_BROKER_TO_RESET_OFFSET (222).
 
@@ -137,9 +137,6 @@ class AdminProcessor:
         await self.broker.delete_topic(topic)
         return cmd.make_response(ResponseCode.SUCCESS)
 
-    async def all_topic_config(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
-        return cmd.make_response(ResponseCode.SUCCESS, body=orjson.dumps(self.broker.topics.wrapper()))
-
     async def update_subscription_group(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         body = json_body(cmd)
         try:
@@ -156,6 +153,7 @@ class AdminProcessor:
             "bootTimestamp": str(self.started_ms), "pullHeldCount": str(b.pull.held),
             "queueLogs": str(len(b.queues.all_queues())), "flushDiskType": b.config.flush_disk_type,
             "consumerOffsetSaves": str(b.offsets.saves),
+            **b.role.status(),
         }
         return cmd.make_response(ResponseCode.SUCCESS, body=orjson.dumps({"table": table}))
 

@@ -72,6 +72,7 @@ async def run_broker(config: BrokerConfig, host: str = "127.0.0.1") -> None:
     broker = await Broker.open(config, host)
     try:
         await broker.start()
+        await broker.registrar.register_all()  # routes (and a slave's master) known before READY
         ready(broker=config.broker_addr)
         await _stop_signal()
     finally:

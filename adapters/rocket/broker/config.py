@@ -21,6 +21,11 @@ log = logging.getLogger(__name__)
 
 SYNC_FLUSH = "SYNC_FLUSH"
 ASYNC_FLUSH = "ASYNC_FLUSH"
+ASYNC_MASTER = "ASYNC_MASTER"
+SYNC_MASTER = "SYNC_MASTER"
+SLAVE = "SLAVE"
+BROKER_ROLES = (ASYNC_MASTER, SYNC_MASTER, SLAVE)
+MASTER_ID = 0
 
 
 @dataclass
@@ -54,6 +59,15 @@ class BrokerConfig:
     transaction_check_interval: int = 30_000  # ms between check-back rounds
     transaction_time_out: int = 6_000  # ms: a half message younger than this is not checked
     transaction_check_max: int = 15  # checks before a half message goes to TRANS_CHECK_MAX_TIME_TOPIC
+    # Master/slave groups (RocketMQ's classic HA): the brokers of a group share brokerName; the
+    # master has brokerId 0, each slave its own brokerId > 0.
+    broker_role: str = ASYNC_MASTER  # ASYNC_MASTER | SYNC_MASTER | SLAVE
+    ha_listen_port: int = 0  # 0: listenPort + 1 (RocketMQ's 10912 beside 10911)
+    ha_master_address: str = ""  # a slave's master HA address; empty: learnt from the name server
+    slave_read_enable: bool = False  # a master may send slow consumers to a slave
+    access_message_in_memory_max_ratio: int = 40  # % of RAM a consumer may lag before "slow"
+    slave_sync_interval: int = 10_000  # ms between a slave's metadata syncs (RocketMQ: 10 s)
+    ha_lag_time_max_ms: int = 30_000  # a slave this far behind is out of sync (Kafka's replica.lag.time.max.ms)
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -69,6 +83,19 @@ class BrokerConfig:
     def broker_addr(self) -> str:
         return f"{self.broker_ip1}:{self.listen_port}"
 
+    @property
+    def is_slave(self) -> bool:
+        return self.broker_role == SLAVE
+
+    @property
+    def ha_port(self) -> int:
+        """The port slaves replicate from (haListenPort, by default listenPort + 1)."""
+        return self.ha_listen_port or self.listen_port + 1
+
+    @property
+    def ha_server_addr(self) -> str:
+        return f"{self.broker_ip1}:{self.ha_port}"
+
     def validate(self) -> None:
         if self.flush_disk_type not in (SYNC_FLUSH, ASYNC_FLUSH):
             raise ValueError(f"flushDiskType must be {SYNC_FLUSH} or {ASYNC_FLUSH}, not {self.flush_disk_type!r}")
@@ -81,9 +108,27 @@ class BrokerConfig:
         parse_delay_levels(self.message_delay_level)
         if self.timer_max_delay_sec < 1 or self.timer_pending_max < 1:
             raise ValueError("timerMaxDelaySec and timerPendingMax must be positive")
+        self._validate_role()
         if self.transaction_check_interval < 1 or self.transaction_time_out < 0 or self.transaction_check_max < 0:
             raise ValueError("transactionCheckInterval must be positive; transactionTimeOut and "
                              "transactionCheckMax must not be negative")
+
+    def _validate_role(self) -> None:
+        """RocketMQ's BrokerStartup rules: a slave needs a brokerId above 0, a master is id 0."""
+        if self.broker_role not in BROKER_ROLES:
+            raise ValueError(f"brokerRole must be one of {', '.join(BROKER_ROLES)}, not {self.broker_role!r}")
+        if self.is_slave and self.broker_id <= MASTER_ID:
+            raise ValueError("a SLAVE's brokerId must be greater than 0")
+        if not self.is_slave and self.broker_id != MASTER_ID:
+            raise ValueError(f"a {self.broker_role}'s brokerId must be 0 (brokerId {self.broker_id} is for slaves)")
+        if not 0 <= self.ha_listen_port <= 65535:
+            raise ValueError("haListenPort must be a TCP port")
+        if self.ha_master_address and not _is_host_port(self.ha_master_address):
+            raise ValueError(f"haMasterAddress must be host:port, not {self.ha_master_address!r}")
+        if not 0 <= self.access_message_in_memory_max_ratio <= 100:
+            raise ValueError("accessMessageInMemoryMaxRatio must be a percentage (0..100)")
+        if self.slave_sync_interval < 100 or self.ha_lag_time_max_ms < 1:
+            raise ValueError("slaveSyncInterval must be at least 100 ms and haLagTimeMaxMs positive")
 
     def update(self, values: dict[str, str]) -> None:
         """Apply RocketMQ-named keys (camelCase) from a properties file or flags."""
@@ -107,6 +152,11 @@ class BrokerConfig:
         values.update(overrides or {})
         cfg.update(values)
         return cfg
+
+
+def _is_host_port(addr: str) -> bool:
+    host, sep, port = addr.rpartition(":")
+    return bool(sep and host and port.isdigit() and 0 < int(port) <= 65535)
 
 
 def _camel(snake: str) -> str:

@@ -94,6 +94,11 @@ class KeyIndex:
                 log_id, below = decode_commitlog_offset(phys)
                 self._watermarks[log_id] = max(self._watermarks.get(log_id, 0), below)
 
+    def catch_up(self, queue_logs: Iterable[tuple[str, Log, int]]) -> int:
+        """Index what the queue logs hold past their watermarks: a slave's logs grow by
+        replication, not through the send path, so a promoted slave indexes them once."""
+        return sum(self._reindex(topic, qlog, log_id) for topic, qlog, log_id in queue_logs)
+
     def _reindex(self, topic: str, qlog: Log, log_id: int) -> int:
         offset = max(self._watermarks.get(log_id, 0), qlog.log_start_offset)
         redone = 0

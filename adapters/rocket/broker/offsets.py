@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -97,6 +98,24 @@ class ConsumerOffsetManager:
             del self.table[key]
         self._changed()
         await self.wait_saved()
+
+    async def adopt(self, table: dict[str, dict[int, int]]) -> None:
+        """A slave takes its master's offsets, ``topic@group`` by ``topic@group`` (RocketMQ's
+        putAll): what consumers committed here while the master was away is overwritten for the
+        keys the master has. Saved by the writer, not waited for."""
+        changed = False
+        for key, queues in table.items():
+            if self.table.get(key) != queues:
+                self.table[key] = dict(queues)
+                changed = True
+        if changed:
+            self._changed()
+
+    def wrapper(self) -> dict[str, Any]:
+        """RocketMQ's ConsumerOffsetSerializeWrapper (GET_ALL_CONSUMER_OFFSET); RocketMQ 5 slaves
+        also read its dataVersion."""
+        return {**self._snapshot(), "dataVersion": {"stateVersion": 0, "timestamp": int(time.time() * 1000),
+                                                    "counter": self._version}}
 
     def _changed(self) -> None:
         self._version += 1

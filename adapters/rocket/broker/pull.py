@@ -12,19 +12,31 @@ A pull with the suspend bit (sysFlag 2) that finds nothing is held: it waits on 
 (``Log.wait_for``) up to suspendTimeoutMillis, skipping appends that do not match its filter,
 and answers as soon as a matching message is readable. At most ``pull_held_max`` pulls are held;
 past that a pull is answered SYSTEM_BUSY (clients back off 3 s), not spun.
+
+Broker groups. ``suggestWhichBrokerId`` steers the client's next pull of the queue, as RocketMQ's
+PullMessageProcessor does: without ``slaveReadEnable`` it is always the master (0). With it, a
+consumer more than ``accessMessageInMemoryMaxRatio`` % of this machine's RAM behind the end of
+the queue (estimated from the sizes of the messages just read) is sent to the group's
+``whichBrokerWhenConsumeSlowly`` (1), others to the group's ``brokerId`` (0); a slave always
+sends a consumer that is not behind back to the master. A slave serves every pull (also without
+slaveReadEnable, unlike RocketMQ 5, which refuses them: here clients read from a slave when the
+master is down), and does not store an offset piggybacked on a pull (RocketMQ 4).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from adapters.rocket.remoting import Connection, RemotingCommand, ResponseCode
 from logstore import Log, LogFailedError
 
+from .config import MASTER_ID
 from .reader import PullSlice, TagFilter, read_messages
+from .subscriptions import DEFAULT_GROUP
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -36,6 +48,13 @@ FLAG_SUSPEND = 0x2
 FLAG_SUBSCRIPTION = 0x4
 FLAG_CLASS_FILTER = 0x8
 SUSPEND_TIMEOUT_MAX_MS = 60_000
+
+
+def physical_memory_bytes() -> int:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError):
+        return 8 * 1024**3
 
 
 @dataclass
@@ -68,6 +87,7 @@ class PullProcessor:
         self.broker = broker
         self.held = 0
         self.pulled = 0
+        self.memory_bytes = physical_memory_bytes()
 
     async def pull(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         try:
@@ -88,7 +108,7 @@ class PullProcessor:
         if tag_filter is None:
             return cmd.make_response(ResponseCode.SUBSCRIPTION_PARSE_FAILED,
                                      f"expression type {h.expression_type} is not supported (TAG only)")
-        if h.sys_flag & FLAG_COMMIT_OFFSET and h.group:
+        if h.sys_flag & FLAG_COMMIT_OFFSET and h.group and not broker.config.is_slave:
             await broker.offsets.commit(h.group, h.topic, h.queue_id, h.commit_offset, durable=False)
         qlog, _lid = await broker.queues.get_or_create(h.topic, h.queue_id)
         max_count = max(1, min(h.max_msg_nums, broker.config.max_transfer_count_on_message_in_memory))
@@ -103,9 +123,28 @@ class PullProcessor:
                                          min(h.suspend_timeout_ms, SUSPEND_TIMEOUT_MAX_MS) / 1000)
         self.pulled += got.count
         return cmd.make_response(code, None if code == ResponseCode.SUCCESS else _remark(code), ext_fields={
-            "suggestWhichBrokerId": 0, "nextBeginOffset": got.next_offset,
+            "suggestWhichBrokerId": self._suggest(h.group, qlog, got), "nextBeginOffset": got.next_offset,
             "minOffset": qlog.log_start_offset, "maxOffset": qlog.committed_offset,
         }, body=got.body if got.count else b"")
+
+    def _suggest(self, group: str, qlog: Log, got: PullSlice) -> int:
+        """suggestWhichBrokerId: which broker of the group the consumer should pull from next."""
+        cfg = self.broker.config
+        if not cfg.slave_read_enable:
+            return MASTER_ID
+        group_config = self.broker.subscriptions.get(group) or DEFAULT_GROUP
+        if self._behind_too_far(qlog, got):
+            return int(group_config.get("whichBrokerWhenConsumeSlowly", 1))
+        return MASTER_ID if cfg.is_slave else int(group_config.get("brokerId", MASTER_ID))
+
+    def _behind_too_far(self, qlog: Log, got: PullSlice) -> bool:
+        """RocketMQ: bytes between the pull and the end of the commit log above the share of
+        RAM a consumer may lag (accessMessageInMemoryMaxRatio); per queue here, estimated with
+        the mean size of the messages just read."""
+        if not got.count:
+            return False
+        behind_bytes = (qlog.committed_offset - got.next_offset) * sum(len(p) for p in got.parts) / got.count
+        return behind_bytes > self.memory_bytes * self.broker.config.access_message_in_memory_max_ratio / 100
 
     def _filter(self, h: PullHeader) -> TagFilter | None:
         if h.expression_type.upper() != "TAG":

@@ -4,7 +4,10 @@ never occurs in a topic name), queue offset = log offset.
 Commit log offsets (the PHYSICALOFFSET of a stored message, carried by the offset message id)
 encode the queue and the offset: ``queue_log_id << 40 | queue_offset``. Queue log ids come from
 ``config/queueIds.json``, are saved before their log is created, and are never reused (an old
-message id cannot name a message of a topic created later).
+message id cannot name a message of a topic created later). A slave takes its master's ids
+(:meth:`QueueStore.adopt_ids`, with the topic configs): the messages it copies carry commit log
+offsets made with them, so message ids, CONSUMER_SEND_MSG_BACK and query by key must resolve the
+same on the slave and, once promoted, on the new master.
 """
 
 from __future__ import annotations
@@ -81,6 +84,32 @@ class QueueStore:
             log = await self.store.get_or_create_log(name, self.log_config)
             self._logs[(topic, queue_id)] = (log, log_id)
             return log, log_id
+
+    def ids_json(self) -> dict[str, object]:
+        return {"next": self._next_id, "ids": dict(self._ids)}
+
+    async def adopt_ids(self, ids: dict[str, int], next_id: int) -> bool:
+        """Take the master's queue log ids. A local id the master does not know keeps its
+        queue but gets a fresh id if the master uses it for another. Whether anything changed."""
+        async with self._create_lock:
+            merged = dict(ids)
+            taken = set(merged.values())
+            fresh = max([next_id, self._next_id, *(i + 1 for i in taken)])
+            for name, log_id in self._ids.items():
+                if name not in merged:
+                    if log_id in taken:
+                        log_id, fresh = fresh, fresh + 1
+                    merged[name] = log_id
+                    taken.add(log_id)
+            if merged == self._ids and fresh == self._next_id:
+                return False
+            self._ids, self._next_id = merged, fresh
+            self._names = {v: k for k, v in merged.items()}
+            for key, (log, _old) in list(self._logs.items()):
+                self._logs[key] = (log, merged[queue_log_name(*key)])
+            snapshot = {"next": self._next_id, "ids": dict(self._ids)}
+            await self.store.run_blocking(lambda: self._ids_file.save(snapshot))
+            return True
 
     def by_commitlog_offset(self, phys: int) -> tuple[str, int, Log, int] | None:
         """(topic, queue id, log, queue offset) for a commit log offset, or None."""

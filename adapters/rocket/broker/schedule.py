@@ -159,6 +159,7 @@ class Scheduler:
         self._stopping = False
         self._closing = False
         self._saved: dict[str, Any] = {}
+        self._adopted: dict[str, Any] = {}
         self._last_trim_s = 0.0
         self.delivered = self.rolled = self.dropped = self.saves = 0
 
@@ -198,23 +199,49 @@ class Scheduler:
     async def open(self) -> None:
         """Create the system queues and load the saved progress (before the broker serves)."""
         doc = self.file.load()
-        table = doc.get("offsetTable") or {}
         existing = [qid for qid, _lg, _lid in self.broker.queues.queues_of(SCHEDULE_TOPIC)]
         # Levels dropped from messageDelayLevel keep their queue: what waits there is delivered
         # after the last level's delay.
         count = max(len(self.delays_ms), max(existing, default=-1) + 1)
         for level in range(1, count + 1):
             qlog = await self._system_log(SCHEDULE_TOPIC, level - 1)
-            cursor = _clamp(int(table.get(str(level), 0)), qlog)
-            self.levels.append(_Level(level, self.delays_ms[min(level, len(self.delays_ms)) - 1], qlog, cursor))
-        tlog = await self._system_log(TIMER_TOPIC, 0)
-        saved = doc.get("timer") or {}
-        low = _clamp(int(saved.get("low", 0)), tlog)
-        self.timer = _Timer(tlog, low, {int(o) for o in saved.get("done") or [] if low < int(o) < tlog.committed_offset})
+            self.levels.append(_Level(level, self.delays_ms[min(level, len(self.delays_ms)) - 1], qlog, 0))
+        self.timer = _Timer(await self._system_log(TIMER_TOPIC, 0), 0)
+        self._apply_progress(doc)
         for name, queues in ((SCHEDULE_TOPIC, count), (TIMER_TOPIC, 1)):
             if self.broker.topics.get(name) != TopicConfig(name, queues, queues):
                 await self.broker.create_topic(TopicConfig(name, queues, queues))
+
+    def _apply_progress(self, doc: dict[str, Any]) -> None:
+        """Cursors and timer state from a saved progress document, clamped to the logs."""
+        assert self.timer is not None
+        table = doc.get("offsetTable") or {}
+        for lv in self.levels:
+            lv.cursor = _clamp(int(table.get(str(lv.level), 0)), lv.log)
+            lv.ahead.clear()
+        tlog = self.timer.log
+        saved = doc.get("timer") or {}
+        low = _clamp(int(saved.get("low", 0)), tlog)
+        self.timer = _Timer(tlog, low, {int(o) for o in saved.get("done") or [] if low < int(o) < tlog.committed_offset})
         self._saved = self._snapshot()
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None
+
+    async def adopt_progress(self, doc: dict[str, Any]) -> None:
+        """A slave keeps its master's progress (GET_ALL_DELAY_OFFSET), saved as the master
+        saved it; it delivers nothing until promoted (:meth:`reload_progress`, then start)."""
+        if self.running or doc == self._adopted:
+            return
+        await self.broker.store.run_blocking(lambda: self.file.save(doc))
+        self._adopted = doc
+
+    def reload_progress(self) -> None:
+        """Before a promoted slave starts delivering: the last adopted progress, clamped to what
+        this store has (a message the master delivered that never reached us is gone anyway)."""
+        if not self.running:
+            self._apply_progress(self.file.load())
 
     async def _system_log(self, topic: str, queue_id: int) -> Log:
         name = queue_log_name(topic, queue_id)

@@ -9,7 +9,9 @@ A send is one opaque batch: the messages in stored form with their queue offsets
 offsets filled in. Offsets are read from ``log.assigned_offset`` right before ``log.append``
 with no await in between (append takes them synchronously). Under SYNC_FLUSH an append not
 durable within syncFlushTimeout answers FLUSH_DISK_TIMEOUT (stored, durability not confirmed),
-as RocketMQ does; ``WAIT=false`` answers without waiting for the flush.
+as RocketMQ does; ``WAIT=false`` answers without waiting for the flush. On a SYNC_MASTER the
+send then waits for the group's in-sync slaves (``ha.py``): FLUSH_SLAVE_TIMEOUT or
+SLAVE_NOT_AVAILABLE when they do not confirm (the message is stored on the master either way).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from logstore import AppendResult, Log, LogFailedError
 from logstore.batch import build_opaque_batch
 from logstore.errors import InvalidBatchError
 
+from .config import SYNC_MASTER
 from .consumers import BadRequest
 from .keyindex import index_keys
 from .queues import encode_commitlog_offset
@@ -62,6 +65,11 @@ V2_FIELDS = {
     "e": "queueId", "f": "sysFlag", "g": "bornTimestamp", "h": "flag", "i": "properties",
     "j": "reconsumeTimes", "k": "unitMode", "l": "maxReconsumeTimes", "m": "batch", "n": "brokerName",
 }
+
+
+# Answers that mean "stored" (durability targets may be unmet): the client's SendStatus values.
+_STORED = frozenset({ResponseCode.SUCCESS, ResponseCode.FLUSH_DISK_TIMEOUT, ResponseCode.FLUSH_SLAVE_TIMEOUT,
+                     ResponseCode.SLAVE_NOT_AVAILABLE})
 
 
 class SendRefused(Exception):
@@ -140,7 +148,7 @@ class SendProcessor:
                 # Retry topics past their limit go to the DLQ, scheduled messages to a system queue.
                 moved = await self.broker.sendback.route_send(header, batch)
             response = await self._store(conn, cmd, header, topic_config, batch)
-            if moved and response.code in (ResponseCode.SUCCESS, ResponseCode.FLUSH_DISK_TIMEOUT):
+            if moved and response.code in _STORED:
                 response.ext_fields["queueId"] = str(queue_id)  # RocketMQ answers the queue asked for
             return response
         except SendRefused as exc:
@@ -219,11 +227,13 @@ class SendProcessor:
             raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"the batch is too large: {exc}") from None
         except LogFailedError as exc:
             return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
-        code = ResponseCode.SUCCESS
+        code: int = ResponseCode.SUCCESS
         remark = None
-        if durable is not None:
+        sync_master = broker.config.broker_role == SYNC_MASTER
+        if durable is not None or sync_master:
             sent = put.properties[0] if not batch else decode_properties(header.properties)
             wait = sent.get(PROPERTY_WAIT_STORE_MSG_OK, "true") != "false"
+        if durable is not None:
             if not wait:
                 durable.add_done_callback(_log_round_failure)
             else:
@@ -235,6 +245,10 @@ class SendProcessor:
                 except LogFailedError as exc:
                     return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
         n = len(items)
+        if sync_master and wait:  # RocketMQ's handleHA: after the disk flush, the in-sync slaves
+            ha_code, ha_remark = await broker.ha.wait_slaves(qlog.name, base + n)
+            if ha_code != ResponseCode.SUCCESS:
+                code, remark = ha_code, ha_remark
         self.puts += n
         prefix = self.store_host_id
         msg_ids = ",".join((prefix + _I64.pack(encode_commitlog_offset(log_id, base + i))).hex().upper()

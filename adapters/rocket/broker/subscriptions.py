@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from .persist import JsonFile
@@ -27,6 +28,8 @@ class SubscriptionGroupManager:
         self.auto_create = auto_create
         doc = file.load()
         self.groups: dict[str, dict[str, Any]] = dict(doc.get("subscriptionGroupTable") or {})
+        self.data_version: dict[str, Any] = {"stateVersion": 0, "timestamp": int(time.time() * 1000), "counter": 0}
+        self.data_version.update(doc.get("dataVersion") or {})
 
     def get(self, group: str) -> dict[str, Any] | None:
         return self.groups.get(group)
@@ -53,5 +56,20 @@ class SubscriptionGroupManager:
         self._save()
         return True
 
+    def adopt(self, groups: dict[str, dict[str, Any]], data_version: dict[str, Any]) -> bool:
+        """A slave takes its master's groups when the master's dataVersion differs."""
+        if data_version and data_version == self.data_version:
+            return False
+        self.groups = {str(name): dict(cfg) for name, cfg in groups.items()}
+        self.data_version = {**self.data_version, **data_version}
+        self.file.save(self.wrapper())
+        return True
+
+    def wrapper(self) -> dict[str, Any]:
+        """RocketMQ's SubscriptionGroupWrapper (GET_ALL_SUBSCRIPTIONGROUP_CONFIG)."""
+        return {"subscriptionGroupTable": self.groups, "dataVersion": dict(self.data_version)}
+
     def _save(self) -> None:
-        self.file.save({"subscriptionGroupTable": self.groups})
+        self.data_version["counter"] = int(self.data_version["counter"]) + 1
+        self.data_version["timestamp"] = int(time.time() * 1000)
+        self.file.save(self.wrapper())

@@ -103,6 +103,16 @@ class TopicConfigManager:
         self._changed()
         return True
 
+    def adopt(self, configs: list[TopicConfig], data_version: dict[str, Any]) -> bool:
+        """A slave takes its master's table (RocketMQ's SlaveSynchronize.syncTopicConfig): replaced
+        whole when the master's dataVersion differs from ours. Whether anything changed."""
+        if data_version and data_version == self.data_version:
+            return False
+        self.topics = {c.topic_name: c for c in configs}
+        self.data_version = {**self.data_version, **data_version}
+        self.file.save(self.wrapper())
+        return True
+
     def _changed(self) -> None:
         self.data_version["counter"] = int(self.data_version["counter"]) + 1
         self.data_version["timestamp"] = int(time.time() * 1000)

@@ -8,6 +8,13 @@ registers groups. Background tasks, each with RocketMQ's period:
 - heartbeat (``heartbeat_broker_interval_ms``, 30 s) with every group to every known broker;
 - rebalance (20 s, or at once when a broker sends NOTIFY_CONSUMER_IDS_CHANGED);
 - consumer offset persistence (``persist_consumer_offset_interval_ms``, 5 s).
+
+Consumers reach a broker group through :meth:`find_broker_addr_in_subscribe` (RocketMQ's
+findBrokerAddressInSubscribe): the broker id asked for (the master, or the slave a pull answer
+suggested), else, unless only that broker will do, any broker of the group, so pulls and offset
+commits go to a slave while the master is out of the route. An address whose connection just
+failed is passed over for ``UNREACHABLE_S`` when the group has another one, and the topic's
+route is fetched again at once: a SIGKILLed master is left before the name server even notices.
 """
 
 from __future__ import annotations
@@ -15,8 +22,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import zlib
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -25,7 +34,7 @@ from ..message import PROPERTY_PRODUCER_GROUP, MessageFormatError, decode_one_st
 from ..remoting import Connection, RemotingClient, RemotingCommand, RequestCode
 from ._msgutil import prepare_pulled
 from .api import MQClientAPI
-from .common import MessageQueue
+from .common import MASTER_ID, MessageQueue
 from .config import ClientConfig
 from .errors import MQClientError
 from .route import TopicRouteData, subscribe_queues
@@ -33,6 +42,13 @@ from .route import TopicRouteData, subscribe_queues
 log = logging.getLogger(__name__)
 
 REBALANCE_INTERVAL_S = 20.0
+UNREACHABLE_S = 10.0  # an address whose connection failed is avoided this long if the group has another
+
+
+@dataclass(frozen=True)
+class FindBrokerResult:
+    broker_addr: str
+    slave: bool
 
 
 class ProducerInner(Protocol):
@@ -69,6 +85,8 @@ class MQClientInstance:
         self._rebalance_now = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._route_locks: dict[str, asyncio.Lock] = {}
+        self.pull_from_which_node: dict[MessageQueue, int] = {}  # suggestWhichBrokerId per queue
+        self._unreachable: dict[str, float] = {}  # address -> avoided until (monotonic s)
         self.started = False
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -191,6 +209,58 @@ class MQClientInstance:
         if addr is None:
             raise MQClientError(f"broker {mq.broker_name} of {mq.topic} is not in any route")
         return addr
+
+    def _group_addrs(self, broker_name: str) -> dict[int, str]:
+        for route in self.routes.values():
+            addrs = route.broker_addrs.get(broker_name)
+            if addrs:
+                return addrs
+        return {}
+
+    def find_broker_addr_in_subscribe(
+        self, broker_name: str, broker_id: int = MASTER_ID, only_this_broker: bool = False,
+    ) -> FindBrokerResult | None:
+        """An address of ``broker_name``'s group for reading: ``broker_id`` (or the next id, as
+        RocketMQ tries for slaves), else, unless ``only_this_broker``, the master or any slave."""
+        addrs = self._group_addrs(broker_name)
+        if not addrs:
+            return None
+        wanted = [broker_id] if broker_id == MASTER_ID else [broker_id, broker_id + 1]
+        others = [] if only_this_broker else sorted(addrs)  # the master (0) first
+        candidates = [i for i in [*wanted, *others] if i in addrs]
+        if not candidates:
+            return None
+        reachable = [i for i in candidates if self.reachable(addrs[i])]
+        chosen = (reachable or candidates)[0]
+        return FindBrokerResult(addrs[chosen], chosen != MASTER_ID)
+
+    async def find_broker_addr_for_read(self, mq: MessageQueue, broker_id: int = MASTER_ID) -> FindBrokerResult:
+        """:meth:`find_broker_addr_in_subscribe` (any broker of the group will do), refreshing
+        the topic's route once if the group is unknown."""
+        found = self.find_broker_addr_in_subscribe(mq.broker_name, broker_id)
+        if found is None:
+            with contextlib.suppress(Exception):
+                await self.update_route(mq.topic)
+            found = self.find_broker_addr_in_subscribe(mq.broker_name, broker_id)
+        if found is None:
+            raise MQClientError(f"broker {mq.broker_name} of {mq.topic} is not in any route")
+        return found
+
+    def reachable(self, addr: str) -> bool:
+        until = self._unreachable.get(addr)
+        if until is None:
+            return True
+        if time.monotonic() >= until:
+            del self._unreachable[addr]
+            return True
+        return False
+
+    async def broker_unreachable(self, addr: str, topic: str) -> None:
+        """A connection to ``addr`` failed: prefer the other brokers of its group for a while
+        and ask the name server for the topic's route again now."""
+        self._unreachable[addr] = time.monotonic() + UNREACHABLE_S
+        with contextlib.suppress(Exception):
+            await self.update_route(topic)
 
     async def subscribe_queues(self, topic: str) -> list[MessageQueue]:
         return subscribe_queues(topic, await self.route(topic))

@@ -1,7 +1,9 @@
 """Where a consumer group's progress lives.
 
 - ``RemoteBrokerOffsetStore`` (CLUSTERING): the broker owning the queue keeps the group's offset
-  (QUERY_CONSUMER_OFFSET / UPDATE_CONSUMER_OFFSET); every consumer of the group sees it.
+  (QUERY_CONSUMER_OFFSET / UPDATE_CONSUMER_OFFSET); every consumer of the group sees it. That is
+  the master of the queue's group, or a slave while the master is away (RocketMQ: the slave
+  keeps such commits in memory until the master's offsets overwrite them).
 - ``LocalFileOffsetStore`` (BROADCASTING): each consumer keeps its own, in
   ``<dir>/<clientId>/<group>/offsets.json`` (default ``~/.rocketmq_offsets``, or the
   ``ROCKETMQ_OFFSETS_DIR`` environment variable), written to a temporary file, fsynced and
@@ -21,6 +23,7 @@ from typing import Protocol
 
 import orjson
 
+from ..remoting import RemotingError
 from .common import MessageQueue
 from .instance import MQClientInstance
 
@@ -69,10 +72,12 @@ class RemoteBrokerOffsetStore(_MemoryTable):
     async def read_offset(self, mq: MessageQueue, from_store: bool) -> int:
         if not from_store:
             return self.offset_table.get(mq, NOT_FOUND)
+        addr = ""
         try:
-            addr = await self.instance.find_master_addr(mq)
+            addr = (await self.instance.find_broker_addr_for_read(mq)).broker_addr
             offset = await self.instance.api.query_consumer_offset(addr, self.group, mq)
         except Exception as exc:
+            await self._failed(addr, mq, exc)
             log.warning("cannot read the offset of %s for %s: %s", mq, self.group, exc)
             return READ_FAILED
         if offset is None:
@@ -84,15 +89,21 @@ class RemoteBrokerOffsetStore(_MemoryTable):
         offset = self.offset_table.get(mq)
         if offset is None or offset < 0:
             return
+        addr = ""
         try:
-            addr = await self.instance.find_master_addr(mq)
+            addr = (await self.instance.find_broker_addr_for_read(mq)).broker_addr
             await self.instance.api.update_consumer_offset(addr, self.group, mq, offset)
         except Exception as exc:
+            await self._failed(addr, mq, exc)
             log.warning("cannot commit offset %d of %s for %s: %s", offset, mq, self.group, exc)
 
     async def persist_all(self, mqs: Iterable[MessageQueue]) -> None:
         for mq in sorted(set(mqs) & set(self.offset_table)):
             await self.persist(mq)
+
+    async def _failed(self, addr: str, mq: MessageQueue, exc: Exception) -> None:
+        if addr and isinstance(exc, RemotingError):
+            await self.instance.broker_unreachable(addr, mq.topic)
 
 
 def default_offsets_dir() -> Path:

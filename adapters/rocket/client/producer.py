@@ -5,6 +5,13 @@ on a queue of another broker (``retry_times_when_send_failed`` more times for sy
 within ``send_msg_timeout_ms``. ``send(msg, selector, arg)`` lets the user pick the queue (one
 order id -> one queue -> one order) and is tried once, as in RocketMQ: retrying on another queue
 would break the order the user asked for.
+
+Broker groups whose master is down: the name server drops the master from the route (and a
+queue is writable only on a master), so after the next route refresh no queue of that group is
+picked; until then a send to it fails and the retry goes to another broker group. With
+``send_latency_fault_enable`` (RocketMQ's sendLatencyFaultEnable, off by default) a broker that
+just failed, or answered slowly, is avoided for a while (``fault.py``) instead of being tried
+again by the next send.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from ._msgutil import COMPRESSION_ZLIB, check_message, compress_body
 from .common import DEFAULT_TOPIC, RETRY_GROUP_TOPIC_PREFIX, MessageQueue, SendResult, SendStatus
 from .config import ClientConfig
 from .errors import MessageIllegalError, MQBrokerError, MQClientError, NoRouteError
+from .fault import MQFaultStrategy
 from .instance import MQClientInstance, MQClientManager
 from .lifecycle import ClientLifecycle
 from .route import TopicPublishInfo, TopicRouteData
@@ -64,6 +72,7 @@ class Producer(ClientLifecycle):
         retry_another_broker_when_not_store_ok: bool = False,
         max_message_size: int = 4 * 1024 * 1024,
         default_topic_queue_nums: int = 4,
+        send_latency_fault_enable: bool = False,
     ) -> None:
         self.group = producer_group
         self.client_config = client_config or ClientConfig()
@@ -76,6 +85,7 @@ class Producer(ClientLifecycle):
         self.retry_another_broker_when_not_store_ok = retry_another_broker_when_not_store_ok
         self.max_message_size = max_message_size
         self.default_topic_queue_nums = default_topic_queue_nums
+        self.fault_strategy = MQFaultStrategy(send_latency_fault_enable)
         self._instance: MQClientInstance | None = None
         self._publish: dict[str, tuple[TopicRouteData, TopicPublishInfo]] = {}
         self._uniq_ids = UniqIdGenerator(self.client_config.client_ip)
@@ -210,12 +220,14 @@ class Producer(ClientLifecycle):
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
                 break
-            mq = info.select_one_message_queue(last_broker)
+            mq = self.fault_strategy.select_one_message_queue(info, last_broker)
+            begin = time.monotonic()
             try:
                 result = await self._send_to_queue(
                     mq, msg, body, sys_flag, batch=batch, uniq_id=uniq_id, timeout_s=remaining_s
                 )
             except (RemotingError, MQBrokerError, MQClientError) as exc:
+                self.fault_strategy.update_fault_item(mq.broker_name, _ms_since(begin), isolation=True)
                 if isinstance(exc, MQBrokerError) and not exc.retriable:
                     raise
                 if isinstance(exc, MessageIllegalError):
@@ -224,6 +236,7 @@ class Producer(ClientLifecycle):
                 log.info("send of %s to %s failed (attempt %d of %d): %s",
                          uniq_id, mq, attempt + 1, times_total, exc)
                 continue
+            self.fault_strategy.update_fault_item(mq.broker_name, _ms_since(begin), isolation=False)
             if result.send_status != SendStatus.SEND_OK and self.retry_another_broker_when_not_store_ok:
                 last_broker = mq.broker_name
                 continue
@@ -351,6 +364,10 @@ class Producer(ClientLifecycle):
             header_msg, body, 0, batch=True, uniq_id=uniq_id,
             times_total=1 + self.retry_times_when_send_failed, timeout_ms=timeout_ms,
         )
+
+
+def _ms_since(begin_s: float) -> int:
+    return int((time.monotonic() - begin_s) * 1000)
 
 
 def _run_callback(task: asyncio.Task[SendResult], callback: SendCallback) -> None:

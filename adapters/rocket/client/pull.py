@@ -2,6 +2,12 @@
 
 The broker filters by tag hash; ``pull_once`` decodes the body, inflates compressed bodies,
 restores retry messages' real topic and drops messages whose exact tag is not subscribed.
+
+Which broker of the queue's group is asked is RocketMQ's PullAPIWrapper rule: the broker id the
+last answer suggested for this queue (``suggestWhichBrokerId``; the master at first), found with
+``find_broker_addr_in_subscribe`` (another broker of the group when that one is not in the route
+or its connection just failed). A pull to a slave carries no commit offset (the slave would not
+store it); an error answer from a slave sends the queue's next pull to the master again.
 """
 
 from __future__ import annotations
@@ -9,9 +15,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..message import PROPERTY_MAX_OFFSET, PROPERTY_MIN_OFFSET, Message, decode_stored
+from ..remoting import RemotingError
 from ._msgutil import prepare_pulled
 from .api import PULL_FLAG_COMMIT_OFFSET, PULL_FLAG_SUBSCRIPTION, PULL_FLAG_SUSPEND
-from .common import MessageQueue, PullStatus
+from .common import MASTER_ID, MessageQueue, PullStatus
+from .errors import MQBrokerError
 from .filter import SubscriptionData
 from .instance import MQClientInstance
 
@@ -42,8 +50,9 @@ async def pull_once(
 ) -> PullResult:
     """Pull up to ``max_nums`` messages from ``offset``. With ``suspend_timeout_ms`` the broker
     may hold the request that long waiting for a message (long polling)."""
+    found = await instance.find_broker_addr_for_read(mq, instance.pull_from_which_node.get(mq, MASTER_ID))
     sys_flag = PULL_FLAG_SUBSCRIPTION
-    if commit_offset > 0:
+    if commit_offset > 0 and not found.slave:
         sys_flag |= PULL_FLAG_COMMIT_OFFSET
     if suspend_timeout_ms > 0:
         sys_flag |= PULL_FLAG_SUSPEND
@@ -62,8 +71,16 @@ async def pull_once(
     }
     if timeout_s is None:
         timeout_s = suspend_timeout_ms / 1000 + SUSPEND_GRACE_S
-    addr = await instance.find_master_addr(mq)
-    raw = await instance.api.pull_message(addr, header, timeout_s)
+    try:
+        raw = await instance.api.pull_message(found.broker_addr, header, timeout_s)
+    except RemotingError:
+        await instance.broker_unreachable(found.broker_addr, mq.topic)
+        raise
+    except MQBrokerError:
+        if found.slave:  # e.g. the slave has not synced the topic yet: back to the master
+            instance.pull_from_which_node.pop(mq, None)
+        raise
+    instance.pull_from_which_node[mq] = raw.suggest_which_broker_id
     msgs: list[Message] = []
     if raw.pull_status == PullStatus.FOUND and raw.body:
         for msg in decode_stored(raw.body):

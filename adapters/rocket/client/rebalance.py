@@ -66,7 +66,7 @@ class RebalanceImpl:
 
     async def find_consumer_id_list(self, topic: str) -> list[str]:
         route = await self.instance.route(topic)
-        addrs = route.master_addrs()
+        addrs = route.select_broker_addrs()
         random.shuffle(addrs)
         for addr in addrs:
             try:

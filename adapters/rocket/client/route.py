@@ -43,6 +43,11 @@ class TopicRouteData:
     def master_addrs(self) -> list[str]:
         return sorted(a for addrs in self.broker_addrs.values() if (a := addrs.get(MASTER_ID)))
 
+    def select_broker_addrs(self) -> list[str]:
+        """One address per broker group: its master, or a slave while it has none
+        (RocketMQ's BrokerData.selectBrokerAddr)."""
+        return sorted(addrs.get(MASTER_ID) or addrs[min(addrs)] for addrs in self.broker_addrs.values() if addrs)
+
 
 def parse_route(body: bytes) -> TopicRouteData:
     try:

@@ -48,7 +48,7 @@ async def compute_pull_from_where(
     if mq.topic.startswith(RETRY_GROUP_TOPIC_PREFIX):
         return 0
     try:
-        addr = await instance.find_master_addr(mq)
+        addr = (await instance.find_broker_addr_for_read(mq)).broker_addr  # a slave if the master is away
         if consume_from_where == ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET:
             return await instance.api.get_min_offset(addr, mq)
         if consume_from_where == ConsumeFromWhere.CONSUME_FROM_TIMESTAMP:

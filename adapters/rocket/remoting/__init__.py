@@ -4,6 +4,7 @@ from .client import RemotingClient, split_addr
 from .codes import (
     FLAG_ONEWAY,
     FLAG_RESPONSE,
+    PROMOTE_SLAVE,
     LanguageCode,
     RequestCode,
     ResponseCode,
@@ -33,6 +34,7 @@ __all__ = [
     "FLAG_ONEWAY",
     "FLAG_RESPONSE",
     "FRAME_BYTES_MAX",
+    "PROMOTE_SLAVE",
     "Connection",
     "FrameError",
     "Handler",

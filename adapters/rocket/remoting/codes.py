@@ -19,6 +19,7 @@ class RequestCode(enum.IntEnum):
     UPDATE_CONSUMER_OFFSET = 15
     UPDATE_AND_CREATE_TOPIC = 17
     GET_ALL_TOPIC_CONFIG = 21
+    GET_BROKER_RUNTIME_INFO = 28
     SEARCH_OFFSET_BY_TIMESTAMP = 29
     GET_MAX_OFFSET = 30
     GET_MIN_OFFSET = 31
@@ -40,6 +41,7 @@ class RequestCode(enum.IntEnum):
     GET_ROUTEINFO_BY_TOPIC = 105
     GET_BROKER_CLUSTER_INFO = 106
     UPDATE_AND_CREATE_SUBSCRIPTIONGROUP = 200
+    GET_ALL_SUBSCRIPTIONGROUP_CONFIG = 201
     GET_TOPIC_STATS_INFO = 202
     GET_ALL_TOPIC_LIST_FROM_NAMESERVER = 206
     GET_CONSUME_STATS = 208
@@ -120,6 +122,9 @@ class SerializeType(enum.IntEnum):
     JSON = 0
     ROCKETMQ = 1
 
+
+# Our own request codes, outside RocketMQ's range of use (RocketMQ 4.x has no request for these).
+PROMOTE_SLAVE = 30001  # make a slave its group's master (``logstore admin promoteSlave``)
 
 # Bits of the header ``flag`` field.
 FLAG_RESPONSE = 0b01  # set: this command answers a request with the same opaque

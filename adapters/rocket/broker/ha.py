@@ -1,0 +1,202 @@
+"""Data replication of a master/slave broker group, over the storage engine's replication
+(``logstore.replication``): the only module of the broker that touches it.
+
+Roles (broker.conf ``brokerRole``):
+
+* master (ASYNC_MASTER, SYNC_MASTER): a ``ReplicaServer`` on ``haListenPort`` serves the store's
+  logs to the group's slaves. ASYNC_MASTER acknowledges a send after the local append;
+  SYNC_MASTER waits, after the local append (and flush), until the in-sync slaves have the
+  message too, up to syncFlushTimeout: FLUSH_SLAVE_TIMEOUT when that passes, SLAVE_NOT_AVAILABLE
+  at once when no slave is in sync (RocketMQ's CommitLog.handleHA; either way the message is
+  stored on the master).
+* slave: a ``Follower`` copies the master's logs into the local store and truncates a divergent
+  tail by leader epoch (the engine's job: a demoted old master restarted as a slave loses what
+  the new master never had). The master's HA address is ``haMasterAddress`` or, as RocketMQ
+  slaves learn it, the haServerAddr in the name server's REGISTER_BROKER answer.
+* promotion (``logstore admin promoteSlave``): stop following, bump the leader epoch, serve.
+
+When the engine has no replication yet (``logstore.replication`` cannot be imported) the group
+still works for metadata (routes, slave reads of what the slave has, metadata sync, promotion),
+nothing is copied, and a SYNC_MASTER answers SLAVE_NOT_AVAILABLE: no slave can be in sync.
+``available()`` tells; ``status()`` says so in ``brokerStatus``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import logging
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from adapters.rocket.remoting import ResponseCode
+
+from .config import SYNC_MASTER
+
+if TYPE_CHECKING:
+    from .broker import Broker
+
+log = logging.getLogger(__name__)
+
+ENGINE_MODULE = "logstore.replication"
+MIN_INSYNC_SYNC_MASTER = 2  # the master and at least one slave (RocketMQ: inSyncReplicas 2)
+
+
+def engine() -> ModuleType | None:
+    """``logstore.replication``, or None while the engine has none."""
+    try:
+        return importlib.import_module(ENGINE_MODULE)
+    except ModuleNotFoundError as exc:
+        if exc.name not in (ENGINE_MODULE, "logstore"):
+            raise  # the module exists but something it imports is missing: a real error
+        return None
+
+
+def available() -> bool:
+    return engine() is not None
+
+
+async def _settle(result: Any) -> Any:
+    """Await ``result`` if the engine's call returned an awaitable (start/stop may be either)."""
+    if inspect.isawaitable(result):
+        return await result
+    return result
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    return host, int(port)
+
+
+class HAService:
+    """The broker's side of replication: serve (master) or follow (slave), and SYNC_MASTER waits."""
+
+    def __init__(self, broker: Broker) -> None:
+        self.broker = broker
+        self.server: Any = None  # logstore.replication.ReplicaServer while master
+        self.follower: Any = None  # logstore.replication.Follower while slave
+        self.leader_addr: str | None = None  # the HA address followed
+        self.learnt_master_ha_addr: str | None = None  # the last haServerAddr the name server named
+        self.sync_waits = self.sync_timeouts = self.slave_not_available = 0
+
+    @property
+    def config(self) -> Any:
+        return self.broker.config
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        if engine() is None:
+            # A lone ASYNC_MASTER (the usual single broker) loses nothing by it: say so quietly.
+            lone = self.config.broker_role != SYNC_MASTER and not self.config.is_slave
+            log.log(logging.INFO if lone else logging.WARNING,
+                    "%s is not available: this broker group replicates metadata only, no messages", ENGINE_MODULE)
+            return
+        if self.config.is_slave:
+            if self.config.ha_master_address:
+                await self.follow(self.config.ha_master_address)
+            # else: the first REGISTER_BROKER answer names the master (Registrar -> learn_master)
+        else:
+            await self.serve()
+
+    async def close(self) -> None:
+        await self.stop_following()
+        await self._stop_serving()
+
+    async def serve(self) -> None:
+        """Master: serve the store's logs to slaves on haListenPort."""
+        eng = engine()
+        if eng is None or self.server is not None:
+            return
+        host = self.broker.server.host
+        server = eng.ReplicaServer(self.broker.store, host, self.config.ha_port,
+                                   lag_time_max_ms=self.config.ha_lag_time_max_ms)
+        await _settle(server.start())
+        self.server = server
+        log.info("replicating to slaves on %s:%d", host, self.config.ha_port)
+
+    async def _stop_serving(self) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            await _settle(server.stop())
+
+    async def follow(self, ha_addr: str) -> None:
+        """Slave: copy the logs of the master at ``ha_addr`` (a change of master restarts it)."""
+        eng = engine()
+        if eng is None or not self.config.is_slave:
+            return
+        if self.follower is not None and self.leader_addr == ha_addr:
+            return
+        await self.stop_following()
+        host, port = split_addr(ha_addr)
+        follower = eng.Follower(self.broker.store, host, port, replica_id=self.config.broker_id)
+        await _settle(follower.start())
+        self.follower, self.leader_addr = follower, ha_addr
+        log.info("following master %s (replica id %d)", ha_addr, self.config.broker_id)
+
+    async def stop_following(self) -> None:
+        follower, self.follower = self.follower, None
+        if follower is not None:
+            await _settle(follower.stop())
+            log.info("stopped following %s", self.leader_addr)
+
+    async def learn_master(self, ha_addr: str | None) -> None:
+        """The name server named the group's master HA address (slaves only)."""
+        if ha_addr and self.config.is_slave:
+            self.learnt_master_ha_addr = ha_addr
+            if not self.config.ha_master_address:
+                await self.follow(ha_addr)
+
+    async def promote(self) -> int | None:
+        """Become the group's leader: stop following, bump the leader epoch, serve. The new
+        epoch, or None without engine replication."""
+        await self.stop_following()
+        self.leader_addr = None
+        eng = engine()
+        if eng is None:
+            return None
+        epoch = await _settle(eng.promote(self.broker.store))
+        await self.serve()
+        return int(epoch) if epoch is not None else None
+
+    # -- SYNC_MASTER ---------------------------------------------------------------------------------
+
+    def _leader_state(self) -> Any:
+        return None if self.server is None else self.server.leader_state
+
+    def in_sync_slaves(self, log_name: str) -> int:
+        state = self._leader_state()
+        if state is None:
+            return 0
+        return max(0, len(state.isr(log_name)) - 1)  # the ISR counts the master itself
+
+    async def wait_slaves(self, log_name: str, end_offset: int) -> tuple[int, str | None]:
+        """After a local append ending at ``end_offset`` on a SYNC_MASTER: (response code, remark)."""
+        if self.config.broker_role != SYNC_MASTER:
+            return ResponseCode.SUCCESS, None
+        state = self._leader_state()
+        if state is None or self.in_sync_slaves(log_name) < 1:
+            self.slave_not_available += 1
+            return ResponseCode.SLAVE_NOT_AVAILABLE, "slave not available"
+        self.sync_waits += 1
+        ok = await state.wait_replicated(log_name, end_offset, min_insync=MIN_INSYNC_SYNC_MASTER,
+                                         timeout=self.config.sync_flush_timeout / 1000)
+        if not ok:
+            self.sync_timeouts += 1
+            return ResponseCode.FLUSH_SLAVE_TIMEOUT, "wait for slave timeout"
+        return ResponseCode.SUCCESS, None
+
+    # -- views -------------------------------------------------------------------------------------
+
+    def status(self) -> dict[str, str]:
+        cfg = self.config
+        doc = {
+            "haReplication": "on" if available() else f"off ({ENGINE_MODULE} missing)",
+            "haServerAddr": cfg.ha_server_addr,
+            "haRole": "follower" if self.follower is not None else "leader" if self.server is not None else "none",
+            "haSyncWaits": str(self.sync_waits), "haSyncTimeouts": str(self.sync_timeouts),
+            "haSlaveNotAvailable": str(self.slave_not_available),
+        }
+        if cfg.is_slave:
+            doc["haMasterAddr"] = cfg.ha_master_address or self.learnt_master_ha_addr or ""
+        return doc

@@ -1,0 +1,124 @@
+"""Message replication in a broker group, as real processes, over the engine's
+``logstore.replication`` (adapters/rocket/broker/ha.py). Skipped until the engine has it."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters.rocket.broker import ha
+from adapters.rocket.message import Message, decode_stored
+from adapters.rocket.remoting import PROMOTE_SLAVE, RequestCode, ResponseCode
+
+from .group import Cluster, broker_addrs, call, create_topic, eventually
+
+pytestmark = [
+    pytest.mark.anyio, pytest.mark.slow,
+    pytest.mark.skipif(not ha.available(), reason=f"{ha.ENGINE_MODULE} is not in this tree yet"),
+]
+
+
+@pytest.fixture
+def cluster(tmp_path: Path) -> Iterator[Cluster]:
+    c = Cluster(tmp_path)
+    try:
+        yield c
+    finally:
+        c.close()
+
+
+def send_ext(topic: str) -> dict[str, object]:
+    msg = Message(topic=topic, body=b"", properties={})
+    return {"a": "PG", "b": topic, "c": "TBW102", "d": 4, "e": 0, "f": 0, "g": int(time.time() * 1000),
+            "h": 0, "i": msg.properties_string(), "j": 0, "k": False, "m": False}
+
+
+async def send(addr: str, topic: str, body: bytes) -> int:
+    return (await call(addr, RequestCode.SEND_MESSAGE_V2, send_ext(topic), body)).code
+
+
+async def bodies(addr: str, topic: str) -> list[bytes]:
+    resp = await call(addr, RequestCode.PULL_MESSAGE, {
+        "consumerGroup": "CG", "topic": topic, "queueId": 0, "queueOffset": 0, "maxMsgNums": 1000,
+        "sysFlag": 0x4, "commitOffset": 0, "suspendTimeoutMillis": 0, "subscription": "*", "subVersion": 0,
+        "expressionType": "TAG"})
+    return [m.body for m in decode_stored(resp.body)] if resp.code == ResponseCode.SUCCESS else []
+
+
+def group(cluster: Cluster, role: str = "ASYNC_MASTER", **conf: object) -> tuple[str, str]:
+    master = cluster.start_broker("a-master", broker_name="broker-a", role=role, **conf)
+    slave = cluster.start_broker("a-slave", broker_name="broker-a", broker_id=1, role="SLAVE",
+                                 slaveSyncInterval=500, **conf)
+    return master, slave
+
+
+async def test_messages_sent_to_the_master_are_read_from_the_slave(cluster: Cluster) -> None:
+    master, slave = group(cluster)
+    await create_topic(master, "Replicated", queues=1)
+    sent = [b"r%d" % i for i in range(10)]
+    for body in sent:
+        assert await send(master, "Replicated", body) == ResponseCode.SUCCESS
+
+    async def copied() -> bool:
+        return await bodies(slave, "Replicated") == sent
+
+    await eventually(copied, what="the messages on the slave")
+
+
+async def test_a_sync_master_acknowledges_once_the_slave_has_the_message(cluster: Cluster) -> None:
+    master, slave = group(cluster, role="SYNC_MASTER", haLagTimeMaxMs=2000)
+    await create_topic(master, "SyncRepl", queues=1)
+
+    async def in_sync() -> bool:  # until the slave has joined the ISR: SLAVE_NOT_AVAILABLE
+        return await send(master, "SyncRepl", b"probe") == ResponseCode.SUCCESS
+
+    await eventually(in_sync, what="a SYNC_MASTER send acknowledged by the slave")
+    assert await send(master, "SyncRepl", b"acked") == ResponseCode.SUCCESS
+    assert (await bodies(slave, "SyncRepl"))[-1] == b"acked"  # there when the send was answered
+    cluster.kill("a-slave")
+    codes = set()
+
+    async def slave_not_available() -> bool:
+        code = await send(master, "SyncRepl", b"unreplicated")
+        codes.add(code)
+        return code == ResponseCode.SLAVE_NOT_AVAILABLE
+
+    await eventually(slave_not_available, timeout_s=30, what="SLAVE_NOT_AVAILABLE once the slave left the ISR")
+    assert codes <= {ResponseCode.FLUSH_SLAVE_TIMEOUT, ResponseCode.SLAVE_NOT_AVAILABLE}
+
+
+async def test_a_promoted_slave_leads_and_the_demoted_master_drops_its_divergent_tail(cluster: Cluster) -> None:
+    master, slave = group(cluster)
+    await create_topic(master, "Diverge", queues=1)
+    common = [b"c%d" % i for i in range(10)]
+    for body in common:
+        assert await send(master, "Diverge", body) == ResponseCode.SUCCESS
+
+    async def copied() -> bool:
+        return await bodies(slave, "Diverge") == common
+
+    await eventually(copied, what="the common messages on the slave")
+    cluster.kill("a-slave")
+    for i in range(5):  # acknowledged by the ASYNC_MASTER alone: never replicated
+        assert await send(master, "Diverge", b"lost%d" % i) == ResponseCode.SUCCESS
+    cluster.kill("a-master")
+    cluster.start_broker("a-slave", broker_name="broker-a", broker_id=1, role="SLAVE", slaveSyncInterval=500)
+    promoted = await call(slave, PROMOTE_SLAVE)
+    assert promoted.code == ResponseCode.SUCCESS, promoted.remark
+
+    async def routed() -> bool:
+        return (await broker_addrs(cluster.namesrv, "Diverge", "broker-a")).get("0") == slave
+
+    await eventually(routed, what="the promoted slave in the route")
+    later = [b"n%d" % i for i in range(3)]
+    for body in later:
+        assert await send(slave, "Diverge", body) == ResponseCode.SUCCESS
+    cluster.start_broker("a-master", broker_name="broker-a", broker_id=2, role="SLAVE", slaveSyncInterval=500)
+
+    async def converged() -> bool:
+        return await bodies(master, "Diverge") == common + later
+
+    await eventually(converged, timeout_s=30, what="the demoted master truncated and caught up")
