@@ -6,7 +6,7 @@ registers groups. Background tasks, each with RocketMQ's period:
 
 - route refresh (``poll_name_server_interval_ms``, 30 s) for every topic in use;
 - heartbeat (``heartbeat_broker_interval_ms``, 30 s) with every group to every known broker;
-- rebalance (20 s, or at once when a broker sends NOTIFY_CONSUMER_IDS_CHANGED);
+- rebalance (``rebalance_interval_ms``, 20 s, or at once on a broker's NOTIFY_CONSUMER_IDS_CHANGED);
 - consumer offset persistence (``persist_consumer_offset_interval_ms``, 5 s).
 """
 
@@ -31,9 +31,6 @@ from .errors import MQClientError
 from .route import TopicRouteData, subscribe_queues
 
 log = logging.getLogger(__name__)
-
-REBALANCE_INTERVAL_S = 20.0
-
 
 class ProducerInner(Protocol):
     group: str
@@ -243,7 +240,7 @@ class MQClientInstance:
     async def _rebalance_loop(self) -> None:
         while True:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rebalance_now.wait(), REBALANCE_INTERVAL_S)
+                await asyncio.wait_for(self._rebalance_now.wait(), self.config.rebalance_interval_ms / 1000)
             self._rebalance_now.clear()
             await self.do_rebalance()
 
