@@ -239,8 +239,12 @@ class MQClientInstance:
 
     async def _rebalance_loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+            # arrives just as the event is set (a NOTIFY_CONSUMER_IDS_CHANGED during shutdown),
+            # and this loop then outlives shutdown, which waits for it forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rebalance_now.wait(), self.config.rebalance_interval_ms / 1000)
+                async with asyncio.timeout(self.config.rebalance_interval_ms / 1000):
+                    await self._rebalance_now.wait()
             self._rebalance_now.clear()
             await self.do_rebalance()
 

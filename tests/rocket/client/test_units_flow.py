@@ -3,6 +3,7 @@ producer's retry decisions (no broker: the send kernel is replaced)."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import time
 from typing import Any
@@ -22,6 +23,7 @@ from adapters.rocket.client import (
     SendStatus,
     new_message,
 )
+from adapters.rocket.client.instance import MQClientInstance
 from adapters.rocket.client.process_queue import ProcessQueue
 from adapters.rocket.client.route import TopicPublishInfo
 from adapters.rocket.client.start_offset import parse_consume_timestamp
@@ -136,3 +138,17 @@ async def test_retry_another_broker_when_not_store_ok(monkeypatch: pytest.Monkey
     brokers = [mq.broker_name for mq in kernel.queues]
     assert all(a != b for a, b in itertools.pairwise(brokers)), brokers
     assert result.message_queue == kernel.queues[-1]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("yields", range(6))
+async def test_shutdown_is_not_lost_to_a_rebalance_request_at_the_same_moment(yields: int) -> None:
+    """A NOTIFY_CONSUMER_IDS_CHANGED arriving as the instance shuts down must not swallow the
+    cancellation of the rebalance loop (asyncio.wait_for does, when its inner wait finishes in
+    the same step), which left shutdown waiting forever."""
+    instance = MQClientInstance(ClientConfig(namesrv_addr="127.0.0.1:1"))
+    await instance.start()
+    instance.rebalance_immediately()
+    for _ in range(yields):
+        await asyncio.sleep(0)
+    await asyncio.wait_for(instance.shutdown(), 5)
