@@ -1,6 +1,6 @@
 """Consumer progress against a real broker: push consumers commit every
 persistConsumerOffsetInterval and on shutdown; broadcasting keeps offsets in a local file a
-restart resumes from; the lite pull consumer commits automatically (autoCommitIntervalMillis)
+restart resumes from, and moves past a failed message (dropped, never retried); the lite pull consumer commits automatically (autoCommitIntervalMillis)
 or when told, and seeks."""
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ import orjson
 import pytest
 
 from adapters.rocket.client import (
+    ConsumeConcurrentlyContext,
+    ConsumeConcurrentlyStatus,
     ConsumeFromWhere,
     LitePullConsumer,
+    Message,
     MessageModel,
     MessageQueue,
     Producer,
@@ -161,3 +164,30 @@ async def test_lite_pull_manual_commit_and_seeks(rocket_serve: Serve) -> None:
         await consumer.seek(mq, 2)
         assert len(await drain(consumer, 7)) == 7
     assert await broker_offset(rocket_serve, group, mq) == 9  # shutdown commits nothing more
+
+
+async def test_broadcasting_failure_is_dropped_and_the_offset_moves_past_it(
+    rocket_serve: Serve, offsets_dir: Path
+) -> None:
+    """RocketMQ does not retry broadcast messages: RECONSUME_LATER is logged and dropped."""
+    tpc, group, instance = await topic(rocket_serve, queues=1), unique("G"), unique("bc")
+    attempts: list[bytes] = []
+
+    async def fail_one(msgs: list[Message], ctx: ConsumeConcurrentlyContext) -> ConsumeConcurrentlyStatus:
+        attempts.extend(m.body for m in msgs)
+        if msgs[0].body == b"bad":
+            return ConsumeConcurrentlyStatus.RECONSUME_LATER
+        return ConsumeConcurrentlyStatus.CONSUME_SUCCESS
+
+    consumer = PushConsumer(group, message_model=MessageModel.BROADCASTING, consume_from_where=FIRST,
+                            offsets_dir=offsets_dir, client_config=config(rocket_serve, instance))
+    consumer.consume_later_delay_s = 0.1  # were it redelivered locally, it would be at once
+    consumer.subscribe(tpc)
+    consumer.register_message_listener(fail_one)
+    async with consumer:
+        await send(rocket_serve, tpc, [b"ok1", b"bad", b"ok2"])
+        await wait_for(lambda: len(attempts) >= 3, 10, "three deliveries")
+        await send(rocket_serve, tpc, [b"ok3"])
+        await wait_for(lambda: b"ok3" in attempts, 10, "the next message")
+    assert sorted(attempts) == [b"bad", b"ok1", b"ok2", b"ok3"]  # "bad" only once
+    assert offset_file(offsets_dir, instance, group) == {MessageQueue(tpc, "broker-a", 0).key: 4}
