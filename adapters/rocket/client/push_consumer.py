@@ -9,9 +9,10 @@ Flow control (RocketMQ's thresholds, checked before each pull of a queue; a queu
 waits 50 ms and checks again): ``pull_threshold_for_queue`` messages cached (1000; a pull asks
 for no more than the room left, so the count never passes it), ``pull_threshold_size_for_queue``
 MiB of bodies cached (100; one pull may pass it) and, for a concurrent listener,
-``consume_concurrently_max_span`` offsets between the lowest and the highest cached message
-(2000; one slow message holds back the committed offset, so pulling far past it would make a
-restart re-deliver a lot).
+``consume_concurrently_max_span`` offsets between the lowest and the highest message still
+cached (2000): a slow message holds back the committed offset, and a crash re-delivers
+everything after it. As in RocketMQ the span is over what is cached, so a message stuck alone
+(everything after it consumed) does not stop the queue.
 
 The committed offset of a queue is the lowest offset still in flight, so a crash re-delivers,
 never skips. A failed message (RECONSUME_LATER, an exception) goes back to the broker with
