@@ -117,8 +117,11 @@ class SlaveSynchronize:
             self._kick.clear()
             if self.master_addr is not None:
                 await self.sync_all()
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands
+            # just as the event is set, and close() would wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), period_s)
+                async with asyncio.timeout(period_s):
+                    await self._kick.wait()
 
     async def sync_all(self) -> bool:
         """One round: topics, offsets, delay progress, subscription groups. False if it failed."""

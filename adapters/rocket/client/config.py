@@ -37,6 +37,9 @@ class ClientConfig:
     poll_name_server_interval_ms: int = 30_000  # route refresh
     heartbeat_broker_interval_ms: int = 30_000
     persist_consumer_offset_interval_ms: int = 5_000
+    # RocketMQ's system property rocketmq.client.rebalance.waitInterval: the periodic rebalance
+    # (a broker's NOTIFY_CONSUMER_IDS_CHANGED rebalances at once anyway).
+    rebalance_interval_ms: int = 20_000
     request_timeout_ms: int = 3_000  # admin-style requests (offsets, routes, heartbeats)
     unit_name: str | None = None
 

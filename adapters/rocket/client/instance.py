@@ -6,7 +6,7 @@ registers groups. Background tasks, each with RocketMQ's period:
 
 - route refresh (``poll_name_server_interval_ms``, 30 s) for every topic in use;
 - heartbeat (``heartbeat_broker_interval_ms``, 30 s) with every group to every known broker;
-- rebalance (20 s, or at once when a broker sends NOTIFY_CONSUMER_IDS_CHANGED);
+- rebalance (``rebalance_interval_ms``, 20 s, or at once on a broker's NOTIFY_CONSUMER_IDS_CHANGED);
 - consumer offset persistence (``persist_consumer_offset_interval_ms``, 5 s).
 
 Consumers reach a broker group through :meth:`find_broker_addr_in_subscribe` (RocketMQ's
@@ -41,7 +41,6 @@ from .route import TopicRouteData, subscribe_queues
 
 log = logging.getLogger(__name__)
 
-REBALANCE_INTERVAL_S = 20.0
 UNREACHABLE_S = 10.0  # an address whose connection failed is avoided this long if the group has another
 
 
@@ -312,8 +311,12 @@ class MQClientInstance:
 
     async def _rebalance_loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
+            # arrives just as the event is set (a NOTIFY_CONSUMER_IDS_CHANGED during shutdown),
+            # and this loop then outlives shutdown, which waits for it forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rebalance_now.wait(), REBALANCE_INTERVAL_S)
+                async with asyncio.timeout(self.config.rebalance_interval_ms / 1000):
+                    await self._rebalance_now.wait()
             self._rebalance_now.clear()
             await self.do_rebalance()
 

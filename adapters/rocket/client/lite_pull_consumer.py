@@ -3,8 +3,10 @@
 The application drives consumption with ``poll``. Either ``subscribe`` (the group shares the
 queues by rebalance, like a push consumer) or ``assign`` (the application names the queues).
 Background pull loops (long polling) fill a buffer; ``poll`` hands out one pulled batch and
-counts it consumed. Offsets are committed from what was polled: every
-``auto_commit_interval_ms`` (5 s) when ``auto_commit`` is on, or on ``commit_sync``.
+counts it consumed. Offsets are committed from what was polled: with ``auto_commit`` (on by
+default) from ``poll`` once ``auto_commit_interval_ms`` (5 s) has passed since the last commit,
+as RocketMQ does, and also at shutdown (RocketMQ's shutdown persists only the last commit, so a
+restart re-delivers what was polled since); without it only by ``commit_sync``.
 ``seek`` moves a queue's next offset (pulls already buffered for it are thrown away).
 """
 

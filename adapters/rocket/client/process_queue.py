@@ -9,6 +9,9 @@ Orderly consumption (consume_orderly.py) adds a second stage, as RocketMQ's Proc
 ``take_messages`` moves the lowest messages to ``consuming``; ``commit`` forgets them and
 returns the offset after the last, ``consume_again`` puts some back to be taken first. The
 broker lock state of the queue (``locked``, ``last_lock_timestamp_s``) lives here too.
+
+Flow control reads ``msg_count``, ``msg_size`` (body bytes cached, as RocketMQ's ``msgSize``)
+and ``max_span`` (highest minus lowest waiting offset, RocketMQ's ``getMaxSpan``).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ class ProcessQueue:
     def __init__(self) -> None:
         self._msgs: dict[int, Message] = {}
         self.queue_offset_max = -1
+        self.msg_size = 0  # body bytes of every cached message (waiting and consuming)
         self.dropped = False
         self.last_pull_timestamp_s = time.monotonic()
         self.last_consume_timestamp_s = time.monotonic()
@@ -40,6 +44,7 @@ class ProcessQueue:
             if msg.queue_offset > self.queue_offset_max:
                 self._msgs[msg.queue_offset] = msg
                 self.queue_offset_max = msg.queue_offset
+                self.msg_size += len(msg.body)
 
     def remove_messages(self, msgs: Iterable[Message]) -> int:
         """Forget consumed messages; the offset now safe to commit, or -1 if none yet."""
@@ -47,7 +52,8 @@ class ProcessQueue:
             return -1
         self.last_consume_timestamp_s = time.monotonic()
         for msg in msgs:
-            self._msgs.pop(msg.queue_offset, None)
+            if self._msgs.pop(msg.queue_offset, None) is not None:
+                self.msg_size -= len(msg.body)
         return self.commit_offset()
 
     def commit_offset(self) -> int:
@@ -55,10 +61,18 @@ class ProcessQueue:
             return next(iter(self._msgs))
         return self.queue_offset_max + 1 if self.queue_offset_max >= 0 else -1
 
+    @property
+    def max_span(self) -> int:
+        """Highest minus lowest offset waiting to be consumed; 0 when at most one waits."""
+        if len(self._msgs) < 2:
+            return 0
+        return next(reversed(self._msgs)) - next(iter(self._msgs))
+
     def clear(self) -> None:
         self._msgs.clear()
         self._consuming.clear()
         self.queue_offset_max = -1
+        self.msg_size = 0
 
     # -- orderly ------------------------------------------------------------------------------
 
@@ -83,6 +97,7 @@ class ProcessQueue:
         if not self._consuming:
             return -1
         offset = max(self._consuming) + 1
+        self.msg_size -= sum(len(m.body) for m in self._consuming.values())
         self._consuming.clear()
         return offset
 

@@ -216,6 +216,7 @@ class Producer(ClientLifecycle):
         info = await self._publish_info(msg.topic)
         last_broker: str | None = None
         last_error: Exception | None = None
+        last_result: SendResult | None = None  # stored, but not SEND_OK
         for attempt in range(times_total):
             remaining_s = deadline - time.monotonic()
             if remaining_s <= 0:
@@ -238,9 +239,11 @@ class Producer(ClientLifecycle):
                 continue
             self.fault_strategy.update_fault_item(mq.broker_name, _ms_since(begin), isolation=False)
             if result.send_status != SendStatus.SEND_OK and self.retry_another_broker_when_not_store_ok:
-                last_broker = mq.broker_name
+                last_broker, last_result = mq.broker_name, result
                 continue
             return result
+        if last_result is not None:  # stored somewhere, only not as safely as asked: as RocketMQ
+            return last_result
         raise MQClientError(
             f"send of {uniq_id} to {msg.topic} failed after {times_total} attempts "
             f"within {timeout_s * 1000:.0f} ms: {last_error}"

@@ -3,8 +3,16 @@
 "Push" is long polling underneath: one pull loop per owned queue asks the broker for up to
 ``pull_batch_size`` messages and lets it hold the request up to ``broker_suspend_max_time_ms``
 when there are none. Pulled messages go to a ProcessQueue and are handed to the listener in
-batches of ``consume_message_batch_max_size``, at most ``consume_thread_max`` at a time. A queue
-with more than ``pull_threshold_for_queue`` messages in flight stops pulling (flow control).
+batches of ``consume_message_batch_max_size``, at most ``consume_thread_max`` at a time.
+
+Flow control (RocketMQ's thresholds, checked before each pull of a queue; a queue over one
+waits 50 ms and checks again): ``pull_threshold_for_queue`` messages cached (1000; a pull asks
+for no more than the room left, so the count never passes it), ``pull_threshold_size_for_queue``
+MiB of bodies cached (100; one pull may pass it) and, for a concurrent listener,
+``consume_concurrently_max_span`` offsets between the lowest and the highest message still
+cached (2000): a slow message holds back the committed offset, and a crash re-delivers
+everything after it. As in RocketMQ the span is over what is cached, so a message stuck alone
+(everything after it consumed) does not stop the queue.
 
 The committed offset of a queue is the lowest offset still in flight, so a crash re-delivers,
 never skips. A failed message (RECONSUME_LATER, an exception) goes back to the broker with
@@ -73,6 +81,8 @@ class PushConsumer(ConsumerBase):
         consume_thread_min: int = 20,
         consume_thread_max: int = 20,
         pull_threshold_for_queue: int = 1000,
+        pull_threshold_size_for_queue: int = 100,
+        consume_concurrently_max_span: int = 2000,
         pull_batch_size: int = 32,
         consume_message_batch_max_size: int = 1,
         broker_suspend_max_time_ms: int = 15_000,
@@ -86,6 +96,8 @@ class PushConsumer(ConsumerBase):
             raise ValueError("consume_message_batch_max_size must be in [1, 1024]")
         if not 1 <= pull_batch_size <= 1024:
             raise ValueError("pull_batch_size must be in [1, 1024]")
+        if not 1 <= pull_threshold_for_queue <= 65535:
+            raise ValueError("pull_threshold_for_queue must be in [1, 65535]")
         super().__init__(
             consumer_group, namesrv_addr=namesrv_addr, client_config=client_config,
             message_model=message_model, consume_from_where=consume_from_where,
@@ -95,6 +107,8 @@ class PushConsumer(ConsumerBase):
         self.consume_thread_min = consume_thread_min
         self.consume_thread_max = consume_thread_max
         self.pull_threshold_for_queue = pull_threshold_for_queue
+        self.pull_threshold_size_for_queue = pull_threshold_size_for_queue  # MiB
+        self.consume_concurrently_max_span = consume_concurrently_max_span
         self.pull_batch_size = pull_batch_size
         self.consume_message_batch_max_size = consume_message_batch_max_size
         self.broker_suspend_max_time_ms = broker_suspend_max_time_ms
@@ -229,7 +243,7 @@ class PushConsumer(ConsumerBase):
         instance, store = self._instance, self._offset_store
         subscription = self.subscriptions.get(mq.topic) or build_subscription(mq.topic, "*")
         while not pq.dropped:
-            if pq.msg_count > self.pull_threshold_for_queue:
+            if self._flow_controlled(pq):
                 await asyncio.sleep(PULL_DELAY_WHEN_FLOW_CONTROL_S)
                 continue
             if self._orderly is not None:  # pull only under the queue's lock
@@ -242,7 +256,8 @@ class PushConsumer(ConsumerBase):
                 commit = await store.read_offset(mq, from_store=False)
             try:
                 result = await pull_once(
-                    instance, self.group, mq, subscription, offset, self.pull_batch_size,
+                    instance, self.group, mq, subscription, offset,
+                    min(self.pull_batch_size, self.pull_threshold_for_queue - pq.msg_count),
                     commit_offset=commit, suspend_timeout_ms=self.broker_suspend_max_time_ms,
                 )
             except asyncio.CancelledError:
@@ -267,6 +282,14 @@ class PushConsumer(ConsumerBase):
             elif pq.msg_count == 0:
                 # Nothing in flight and nothing matched: the filtered-out messages are done.
                 store.update_offset(mq, offset, increase_only=True)
+
+    def _flow_controlled(self, pq: ProcessQueue) -> bool:
+        """Whether ``pq`` holds too much to pull more now (the module docstring's thresholds)."""
+        if pq.msg_count >= self.pull_threshold_for_queue:
+            return True
+        if pq.msg_size > self.pull_threshold_size_for_queue * 1024 * 1024:
+            return True
+        return self._orderly is None and pq.max_span > self.consume_concurrently_max_span
 
     # -- consuming --------------------------------------------------------------------------
 

@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
-import uuid
 from collections import defaultdict
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from adapters.rocket.client import (
-    ClientConfig,
     ConsumeConcurrentlyContext,
     ConsumeConcurrentlyStatus,
     ConsumeFromWhere,
@@ -34,65 +30,10 @@ from adapters.rocket.client import (
 )
 from adapters.rocket.client.start_offset import TIMESTAMP_FORMAT
 
-from .cluster import Serve, create_topic
+from .cluster import Serve
+from .support import OK, config, drain, push, topic, unique, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-OK = ConsumeConcurrentlyStatus.CONSUME_SUCCESS
-_ids = itertools.count()
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:8]}"
-
-
-def config(server: Serve, instance: str | None = None) -> ClientConfig:
-    return ClientConfig(namesrv_addr=server.namesrv, client_ip="127.0.0.1",
-                        instance_name=instance or f"i{next(_ids)}")
-
-
-async def topic(server: Serve, queues: int = 4) -> str:
-    name = unique("T")
-    await create_topic([server.broker], server.namesrv, name, queues)
-    return name
-
-
-async def wait_for(predicate: Callable[[], bool], timeout_s: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "condition not met in time"
-        await asyncio.sleep(0.05)
-
-
-class Collector:
-    """A listener that records what it saw."""
-
-    def __init__(self) -> None:
-        self.msgs: list[Message] = []
-
-    async def consume_message(self, msgs: list[Message], ctx: ConsumeConcurrentlyContext
-                              ) -> ConsumeConcurrentlyStatus:
-        self.msgs.extend(msgs)
-        return OK
-
-    def bodies(self) -> set[bytes]:
-        return {m.body for m in self.msgs}
-
-
-def push(server: Serve, group: str, tpc: str, expr: str = "*", **kw: object) -> tuple[PushConsumer, Collector]:
-    consumer = PushConsumer(group, client_config=config(server, kw.pop("instance", None)),  # type: ignore[arg-type]
-                            **kw)  # type: ignore[arg-type]
-    consumer.subscribe(tpc, expr)
-    collector = Collector()
-    consumer.register_message_listener(collector)
-    return consumer, collector
-
-
-async def drain(consumer: LitePullConsumer, count: int, timeout_s: float = 10.0) -> list[Message]:
-    got: list[Message] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < count and time.monotonic() < deadline:
-        got += await consumer.poll(200)
-    return got
 
 
 async def test_sync_async_oneway_batch_and_compressed_sends(rocket_serve: Serve) -> None:
