@@ -68,9 +68,9 @@ class StoreConfig:
     rounds_in_flight_max: int = 2
     #: Appends one round takes at most (0: no limit). Smaller rounds let two overlap.
     round_appends_max: int = 0
-    #: Threads that run journal fdatasyncs: with more than one, the fsyncs of rounds in flight
-    #: overlap (writes stay in order on one thread; acknowledgements stay in round order).
-    journal_syncers: int = 2
+    #: Threads that write and fdatasync journal rounds: with more than one, the fsyncs of rounds in flight
+    #: overlap (writes stay in submission order; acknowledgements stay in round order).
+    journal_threads: int = 2
     default_log_config: LogConfig = field(default_factory=LogConfig)
 
 
@@ -119,7 +119,7 @@ class Store:
         self._round_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logstore-fsync")
-        self._journal_worker = OrderedWorker("logstore-journal", self.config.journal_syncers)
+        self._journal_worker = OrderedWorker("logstore-journal", self.config.journal_threads)
         self._tasks: list[asyncio.Task[None]] = []
         self.rounds = 0
 

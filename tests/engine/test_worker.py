@@ -13,7 +13,7 @@ from logstore.worker import OrderedWorker
 
 def test_writes_keep_submission_order_while_syncs_overlap() -> None:
     async def body() -> None:
-        worker = OrderedWorker("t-journal", syncers=2)
+        worker = OrderedWorker("t-journal", threads=2)
         writes: list[int] = []
         both_syncing = threading.Barrier(2, timeout=5)
 
@@ -34,7 +34,7 @@ def test_writes_keep_submission_order_while_syncs_overlap() -> None:
 
 def test_one_sync_thread_never_overlaps() -> None:
     async def body() -> None:
-        worker = OrderedWorker("t-journal-1", syncers=1)
+        worker = OrderedWorker("t-journal-1", threads=1)
         active = 0
         most = 0
         lock = threading.Lock()
@@ -57,7 +57,7 @@ def test_one_sync_thread_never_overlaps() -> None:
 
 def test_errors_reach_the_caller_and_a_failed_write_is_not_synced() -> None:
     async def body() -> None:
-        worker = OrderedWorker("t-journal-err", syncers=2)
+        worker = OrderedWorker("t-journal-err", threads=2)
         synced: list[str] = []
 
         def bad_write() -> None:
@@ -79,5 +79,5 @@ def test_errors_reach_the_caller_and_a_failed_write_is_not_synced() -> None:
 
 
 def test_syncers_must_be_positive() -> None:
-    with pytest.raises(ValueError, match="syncers"):
-        OrderedWorker("t", syncers=0)
+    with pytest.raises(ValueError, match="threads"):
+        OrderedWorker("t", threads=0)
