@@ -118,6 +118,7 @@ class Store:
         self._wake = asyncio.Event()
         self._round_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
+        self._written_checkpoint: ckpt.Checkpoint | None = None  # the last one this process wrote
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logstore-fsync")
         self._journal_worker = OrderedWorker("logstore-journal", self.config.journal_threads)
         self._tasks: list[asyncio.Task[None]] = []
@@ -400,7 +401,10 @@ class Store:
             journal_start=self.journal_start,
             logs={n: ckpt.LogCheckpoint(lg.recovery_point, lg.log_start_offset) for n, lg in self.logs.items()},
         )
+        if cp == self._written_checkpoint:
+            return  # already durable as it is: an idle store writes nothing
         ckpt.write(self.io, self.root, cp)
+        self._written_checkpoint = cp
         for name, lc in cp.logs.items():
             self.logs[name].persisted_log_start = lc.log_start_offset
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 from conftest import SMALL, SMALL_SYNC, Env, batch, run
 
-from logstore import LogConfig, SimIO, Store
+from logstore import LogConfig, Record, SimIO, Store, build_batch
 from logstore import checkpoint as ckpt
 from logstore.errors import CorruptLogError, LogFailedError
 from logstore.segment import INDEX_SUFFIX, LOG_SUFFIX, segment_stem
@@ -339,3 +340,24 @@ def test_stale_checkpoint_only_means_more_scanning(env: Env) -> None:
         await store.close()
 
     run(body)
+
+
+def test_an_idle_store_does_not_rewrite_its_checkpoint(tmp_path: Path) -> None:
+    async def body() -> None:
+        store = await Store.open(str(tmp_path))
+        try:
+            log = await store.create_log("q")
+            await log.append(build_batch([Record(value=b"x")]))
+            await store.checkpoint()
+            path = tmp_path / "checkpoint"
+            first = path.stat().st_mtime_ns
+            await store.checkpoint()
+            await store.checkpoint()
+            assert path.stat().st_mtime_ns == first  # nothing changed: nothing written
+            await log.append(build_batch([Record(value=b"y")]))
+            await store.checkpoint()
+            assert path.stat().st_mtime_ns != first
+        finally:
+            await store.close()
+
+    asyncio.run(body())
