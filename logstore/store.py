@@ -41,6 +41,7 @@ from logstore.errors import (
     LogExistsError,
     LogFailedError,
     LogNotFoundError,
+    LogstoreError,
     StoreLockedError,
 )
 from logstore.io import IO, Buffer, Clock, Lock, RealIO, SystemClock
@@ -106,6 +107,11 @@ class Store:
         self.journal: jn.JournalWriter | None = None
         self._spares: list[int] = []  # retired journal sequences kept for recycling
         self.report = RecoveryReport(clean=False)
+        # Replication state, persisted in the checkpoint: the leader epoch appends are stamped
+        # with (raised by a promotion, or learnt from a leader), and whether this replica may
+        # lead (false after a recovery that cut data, until it has caught up with a leader).
+        self.leader_epoch = 0
+        self.may_lead = True
         self.failure: BaseException | None = None
         self.closed = False
         # Queued sync appends, in rounds; each round's appends share one future.
@@ -148,6 +154,7 @@ class Store:
         clean = self.io.exists(marker)
         self.report = RecoveryReport(clean=clean)
         self.journal_start = cp.journal_start
+        self.leader_epoch = cp.leader_epoch
         logs_dir = posixpath.join(self.root, "logs")
         for name in self.io.listdir(logs_dir):
             directory = log_directory(self.root, name)
@@ -169,6 +176,7 @@ class Store:
         # its directory entry must not vanish in a later crash.
         self.io.fsync_dir(logs_dir)
         replayed = self._replay_journal(clean)
+        self._recover_replication(cp)
         if clean:
             self.io.unlink(marker)
         seqs = jn.list_files(self.io, self.root)
@@ -190,6 +198,22 @@ class Store:
         self._write_checkpoint_now()
         self._delete_old_journals()
         self.io.fsync_dir(self.root)
+
+    def _recover_replication(self, cp: ckpt.Checkpoint) -> None:
+        """Epoch caches checked against (and extended by) the recovered batches, high
+        watermarks no further than the data, and ``may_lead`` cleared when recovery cut
+        anything a leader may have counted on (RELIABILITY.md class 5)."""
+        for name, log in self.logs.items():
+            lc = cp.logs.get(name)
+            log.leader_epoch = self.leader_epoch
+            rebuilt = log.recover_epochs(lc.epochs if lc else [], lc.recovery_point if lc else log.log_start_offset)
+            self.report.logs[name].epochs_rebuilt = rebuilt
+            log.high_watermark = min(lc.high_watermark if lc else 0, log.end_offset)
+        # A sync log's cut tail was never visible (readers and followers see only what the
+        # journal's fsync covered, and replay restored that): only an async log's cut can be
+        # data a follower or a consumer already saw.
+        lost = any(r.bytes_cut and not self.logs[n].is_sync for n, r in self.report.logs.items())
+        self.may_lead = cp.may_lead and not lost
 
     def _remove_unfinished_log(self, directory: str) -> None:
         """A create_log that failed before its config was durable leaves a directory the store
@@ -318,6 +342,7 @@ class Store:
             self.io.mkdir(directory)
         ckpt.write_atomic(self.io, posixpath.join(directory, CONFIG_NAME), config.to_json())
         log = Log(self, name, directory, config, [], 0, 0)
+        log.leader_epoch = self.leader_epoch
         log.take_dirty()
         await self.run_blocking(lambda: self._sync_new_log(log))
         self.logs[name] = log
@@ -388,14 +413,44 @@ class Store:
         async with self._checkpoint_lock:
             await self.run_blocking(self._write_checkpoint_now)
 
-    def _write_checkpoint_now(self) -> None:
+    def _write_checkpoint_now(self, *, leader_epoch: int | None = None, may_lead: bool | None = None) -> None:
         cp = ckpt.Checkpoint(
             journal_start=self.journal_start,
-            logs={n: ckpt.LogCheckpoint(lg.recovery_point, lg.log_start_offset) for n, lg in self.logs.items()},
+            logs={
+                n: ckpt.LogCheckpoint(lg.recovery_point, lg.log_start_offset,
+                                      min(lg.high_watermark, lg.recovery_point), lg.epochs.entries())
+                for n, lg in self.logs.items()
+            },
+            leader_epoch=self.leader_epoch if leader_epoch is None else leader_epoch,
+            may_lead=self.may_lead if may_lead is None else may_lead,
         )
         ckpt.write(self.io, self.root, cp)
         for name, lc in cp.logs.items():
             self.logs[name].persisted_log_start = lc.log_start_offset
+
+    async def begin_leader_epoch(self, epoch: int) -> None:
+        """Make ``epoch`` the store's leader epoch: persisted before any append is stamped with
+        it, so a restart never goes back to the old one. Only upwards."""
+        if epoch <= self.leader_epoch:
+            raise LogstoreError(f"leader epoch {epoch} is not above the current {self.leader_epoch}")
+        async with self._checkpoint_lock:
+            await self.run_blocking(lambda: self._write_checkpoint_now(leader_epoch=epoch))
+        self.leader_epoch = epoch
+        for log in self.logs.values():
+            log.leader_epoch = epoch
+
+    async def observe_leader_epoch(self, epoch: int) -> None:
+        """A follower saw a leader of ``epoch``: remember it durably (fencing older leaders)."""
+        if epoch > self.leader_epoch:
+            await self.begin_leader_epoch(epoch)
+
+    async def set_may_lead(self, may_lead: bool) -> None:
+        """Persist whether this replica may lead (see ``may_lead``)."""
+        if may_lead == self.may_lead:
+            return
+        async with self._checkpoint_lock:
+            await self.run_blocking(lambda: self._write_checkpoint_now(may_lead=may_lead))
+        self.may_lead = may_lead
 
     async def checkpoint(self) -> None:
         """fsync every log, persist recovery points, and retire journal files they cover."""
