@@ -330,8 +330,10 @@ class Store:
         except KeyError:
             raise LogNotFoundError(f"no log named {name!r}") from None
 
-    async def create_log(self, name: str, config: LogConfig | None = None) -> Log:
-        """Create a log (durably: its directory and config survive a crash once this returns)."""
+    async def create_log(self, name: str, config: LogConfig | None = None, *, start_offset: int = 0) -> Log:
+        """Create a log (durably: its directory and config survive a crash once this returns).
+        ``start_offset``: its first offset (a follower copying a leader whose log starts
+        there; recovery without a checkpoint entry takes the first segment's base)."""
         self._check_open()
         check_name(name)
         if name in self.logs:
@@ -341,8 +343,11 @@ class Store:
         if not self.io.exists(directory):
             self.io.mkdir(directory)
         ckpt.write_atomic(self.io, posixpath.join(directory, CONFIG_NAME), config.to_json())
-        log = Log(self, name, directory, config, [], 0, 0)
+        if start_offset < 0:
+            raise LogstoreError(f"start offset {start_offset} is negative")
+        log = Log(self, name, directory, config, [], start_offset, start_offset)
         log.leader_epoch = self.leader_epoch
+        log.high_watermark = start_offset
         log.take_dirty()
         await self.run_blocking(lambda: self._sync_new_log(log))
         self.logs[name] = log

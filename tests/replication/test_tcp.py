@@ -1,0 +1,65 @@
+"""Leader and followers over real TCP on 127.0.0.1 (free ports)."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+from typing import Any
+
+from logstore.replication import ReplicaServer
+from logstore.replication import protocol as proto
+from tests.replication.support import ASYNC, SYNC, batch, follower_of, open_store, run, until, values
+
+
+def test_follower_catches_up_a_backlog_and_follows_live_appends(tmp_path: Any) -> None:
+    async def main() -> None:
+        leader = await open_store(str(tmp_path / "leader"))
+        a = await leader.create_log("a-0", SYNC)
+        b = await leader.create_log("b-0", ASYNC)
+        for i in range(0, 600, 3):
+            await a.append(batch(i, 3))
+            await b.append(batch(i, 3, size=300))
+        server = ReplicaServer(leader, "127.0.0.1", 0)
+        await server.start()
+        replica = await open_store(str(tmp_path / "replica"))
+        f = await follower_of(replica, server, 1, fetch_max_bytes=16 * 1024)
+        await until(lambda: "b-0" in replica.logs and replica.log("b-0").end_offset == 600 and replica.log("a-0").end_offset == 600)
+        assert replica.log("a-0").config.flush == "sync"
+        for i in range(600, 700):
+            await a.append(batch(i))
+        await until(lambda: replica.log("a-0").end_offset == 700)
+        c = await leader.create_log("c-0", ASYNC)
+        await c.append(batch(0, 5))
+        await until(lambda: "c-0" in replica.logs and replica.log("c-0").end_offset == 5)
+        for name in ("a-0", "b-0", "c-0"):
+            assert values(replica, name) == values(leader, name)
+        assert server.isr("a-0") == {0, 1}
+        await until(lambda: replica.log("a-0").high_watermark == 700, what="follower's high watermark")
+        assert server.high_watermark("a-0") == 700
+        await f.stop()
+        await server.stop()
+        await replica.close()
+        await leader.close()
+
+    run(main)
+
+
+def test_long_poll_is_woken_by_an_append(tmp_path: Any) -> None:
+    async def main() -> None:
+        leader = await open_store(str(tmp_path / "leader"))
+        a = await leader.create_log("a-0", ASYNC)
+        async with ReplicaServer(leader) as server:
+            replica = await open_store(str(tmp_path / "replica"))
+            f = await follower_of(replica, server, 1, fetch_max_wait_ms=5_000)
+            await until(lambda: "a-0" in replica.logs)
+            await asyncio.sleep(0.2)  # the follower now waits in a long poll
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            await a.append(batch(0))
+            await until(lambda: replica.log("a-0").end_offset == 1)
+            assert loop.time() - t0 < 1.0
+            await f.stop()
+            await replica.close()
+        await leader.close()
+
+    run(main)
