@@ -149,6 +149,8 @@ class Follower:
         resp = await self._call(conn, proto.ListRequest(self.replica_id, self.store.leader_epoch))
         if not isinstance(resp, proto.ListResponse):
             raise ProtocolError(f"{type(resp).__name__} in answer to LIST")
+        if resp.error != proto.NONE:
+            raise FencedError(f"leader {self.leader} answered: {proto.ERROR_NAMES.get(resp.error, resp.error)}")
         await self._check_epoch(resp.leader_epoch)
         self._leader_logs = {info.name: info for info in resp.logs}
         for info in resp.logs:
@@ -157,7 +159,8 @@ class Follower:
 
     async def _check_epoch(self, leader_epoch: int) -> None:
         if leader_epoch < self.store.leader_epoch:
-            raise FencedError(f"leader {self.leader} has epoch {leader_epoch}, older than {self.store.leader_epoch}: refused")
+            raise FencedError(f"stale leader {self.leader}: its epoch {leader_epoch} is older than "
+                              f"{self.store.leader_epoch}; its data is refused")
         await self.store.observe_leader_epoch(leader_epoch)
 
     async def _fetch_once(self, conn: Connection) -> None:

@@ -113,6 +113,8 @@ class ReplicaServer:
         self._tasks.add(task)
         try:
             await self.serve_connection(conn)
+        except asyncio.CancelledError:
+            pass  # stop(): asyncio's stream callback would log a cancelled task as an error
         finally:
             self._tasks.discard(task)
 
@@ -145,7 +147,17 @@ class ReplicaServer:
             with contextlib.suppress(ConnectionError, OSError):
                 await conn.close()
 
+    def _fence_if_newer(self, replica_id: int, follower_epoch: int) -> None:
+        epoch = self.store.leader_epoch
+        if follower_epoch > epoch and not self.state.fenced:
+            log.warning("follower %d knows leader epoch %d > ours %d: fenced", replica_id, follower_epoch, epoch)
+            self.state.fence()
+
     def list_logs(self, request: proto.ListRequest) -> proto.ListResponse:
+        self._fence_if_newer(request.replica_id, request.leader_epoch)
+        if self.state.fenced:
+            epoch = self.store.leader_epoch
+            return proto.ListResponse(proto.STALE_LEADER if request.leader_epoch > epoch else proto.NOT_LEADER, epoch)
         resp = proto.ListResponse(proto.NONE, self.store.leader_epoch)
         for name, lg in sorted(self.store.logs.items()):
             resp.logs.append(proto.LogInfo(name, lg.config.to_json(), lg.log_start_offset, lg.committed_offset))
@@ -155,9 +167,7 @@ class ReplicaServer:
         """Answer one FETCH: the epoch fence, then per log the divergence check, the range
         check, the follower's position, then data (long-polling when there is none)."""
         epoch = self.store.leader_epoch
-        if request.leader_epoch > epoch:
-            log.warning("follower %d knows leader epoch %d > ours %d: fenced", request.replica_id, request.leader_epoch, epoch)
-            self.state.fence()
+        self._fence_if_newer(request.replica_id, request.leader_epoch)
         if self.state.fenced:
             return proto.FetchResponse(proto.STALE_LEADER if request.leader_epoch > epoch else proto.NOT_LEADER, epoch)
         checked: list[tuple[proto.FetchPartition, Log | None, proto.PartitionData]] = []
