@@ -7,7 +7,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from logstore import LogConfig, Record, Store, StoreConfig, build_batch
+from logstore import LogConfig, LogNotFoundError, Record, Store, StoreConfig, build_batch
 from logstore.replication import Follower, ReplicaServer
 
 T = TypeVar("T")
@@ -31,10 +31,17 @@ async def open_store(path: str) -> Store:
 
 async def until(cond: Callable[[], bool], timeout: float = 10.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
-    while not cond():
+    while not _holds(cond):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.01)
+
+
+def _holds(cond: Callable[[], bool]) -> bool:
+    try:
+        return cond()
+    except LogNotFoundError:  # a follower has not created the log yet
+        return False
 
 
 def values(store: Store, name: str) -> list[tuple[int, bytes | None]]:

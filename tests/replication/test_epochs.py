@@ -8,7 +8,17 @@ import pytest
 
 from logstore.errors import NotEligibleError
 from logstore.replication import ReplicaServer, promote
-from tests.replication.support import ASYNC, SYNC, batch, epochs_of, follower_of, open_store, run, until, values
+from tests.replication.support import (
+    ASYNC,
+    SYNC,
+    batch,
+    epochs_of,
+    follower_of,
+    open_store,
+    run,
+    until,
+    values,
+)
 
 
 def test_old_leader_with_an_uncommitted_tail_truncates_by_epoch(tmp_path: Any) -> None:

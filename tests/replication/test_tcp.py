@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-import struct
 from typing import Any
 
 from logstore.replication import ReplicaServer
-from logstore.replication import protocol as proto
-from tests.replication.support import ASYNC, SYNC, batch, follower_of, open_store, run, until, values
+from tests.replication.support import (
+    ASYNC,
+    SYNC,
+    batch,
+    follower_of,
+    open_store,
+    run,
+    until,
+    values,
+)
 
 
 def test_follower_catches_up_a_backlog_and_follows_live_appends(tmp_path: Any) -> None:
