@@ -109,7 +109,7 @@ class Log:
         self.unflushed_bytes = 0
         self.last_flush_ms = hooks.clock.now_ms()
         self._waiters: list[asyncio.Future[None]] = []
-        self._watchers: set[asyncio.Event] = set()
+        self._watchers: dict[asyncio.Event, None] = {}  # ordered: the simulation replays exactly
         self._bases = [s.base_offset for s in self.segments]
         # Replication (logstore/replication): the epoch appends are stamped with, the
         # epoch -> start offset cache over the stamps, and the offset every in-sync replica
@@ -305,10 +305,10 @@ class Log:
     def add_watcher(self, event: asyncio.Event) -> None:
         """Set ``event`` at every commit, truncation and high-watermark advance until removed
         (one event can watch many logs: a replica fetch long-polls them all)."""
-        self._watchers.add(event)
+        self._watchers[event] = None
 
     def remove_watcher(self, event: asyncio.Event) -> None:
-        self._watchers.discard(event)
+        self._watchers.pop(event, None)
 
     def set_high_watermark(self, offset: int) -> None:
         """Move the high watermark (never past the end), waking watchers when it moves."""
@@ -572,7 +572,8 @@ class Log:
         self.epochs = EpochCache()
         try:
             for epoch, start in entries:
-                if start < self.end_offset:
+                # an epoch may start at the end: a leader that has not appended in it yet
+                if start <= self.end_offset:
                     self.epochs.assign(epoch, start)
         except ValueError:
             return self._rebuild_epochs()
@@ -583,6 +584,8 @@ class Log:
             if h.leader_epoch > self.epochs.last_epoch:
                 self.epochs.assign(h.leader_epoch, max(h.base_offset, self.log_start_offset))
         for epoch, start in self.epochs.entries():
+            if start == self.end_offset:
+                continue
             first = next(self._headers_from(start), None)
             if first is None or first.leader_epoch != epoch or (start > self.log_start_offset and first.base_offset != start):
                 return self._rebuild_epochs()

@@ -209,10 +209,19 @@ class Store:
             rebuilt = log.recover_epochs(lc.epochs if lc else [], lc.recovery_point if lc else log.log_start_offset)
             self.report.logs[name].epochs_rebuilt = rebuilt
             log.high_watermark = min(lc.high_watermark if lc else 0, log.end_offset)
+            # batches stamped with an epoch whose checkpoint was lost: the data wins
+            self.leader_epoch = max(self.leader_epoch, log.epochs.last_epoch)
+        for log in self.logs.values():
+            log.leader_epoch = self.leader_epoch
         # A sync log's cut tail was never visible (readers and followers see only what the
-        # journal's fsync covered, and replay restored that): only an async log's cut can be
-        # data a follower or a consumer already saw.
-        lost = any(r.bytes_cut and not self.logs[n].is_sync for n, r in self.report.logs.items())
+        # journal's fsync covered, and replay restored that). An async log's tail may have been
+        # seen, counted by a leader's high watermark, and lost: cut as torn, or dropped whole by
+        # the crash without a trace. So any unclean open with an async log holding data makes
+        # this replica ineligible to lead until it has caught up with a leader (the "last
+        # replica standing" of KIP-966).
+        clean = self.report.clean and not self.report.bytes_cut
+        lost = not clean and any(not lg.is_sync and lg.end_offset > lg.log_start_offset for lg in self.logs.values())
+        lost = lost or any(r.bytes_cut and not self.logs[n].is_sync for n, r in self.report.logs.items())
         self.may_lead = cp.may_lead and not lost
 
     def _remove_unfinished_log(self, directory: str) -> None:
@@ -434,20 +443,32 @@ class Store:
             self.logs[name].persisted_log_start = lc.log_start_offset
 
     async def begin_leader_epoch(self, epoch: int) -> None:
-        """Make ``epoch`` the store's leader epoch: persisted before any append is stamped with
-        it, so a restart never goes back to the old one. Only upwards."""
+        """Lead in ``epoch``: every log's epoch cache starts it at the log's end (Kafka does so
+        at election, so a follower holding a tail of an older epoch past that point learns it
+        diverged even before the new leader appended anything), and the checkpoint holding
+        it is written before any append is stamped with it. Only upwards."""
         if epoch <= self.leader_epoch:
             raise LogstoreError(f"leader epoch {epoch} is not above the current {self.leader_epoch}")
         async with self._checkpoint_lock:
+            # Stamped appends wait for the checkpoint; the cache entries are set without an
+            # await between them and the offsets they name.
+            for log in self.logs.values():
+                log.epochs.assign(epoch, log.assigned_offset)
             await self.run_blocking(lambda: self._write_checkpoint_now(leader_epoch=epoch))
         self.leader_epoch = epoch
         for log in self.logs.values():
             log.leader_epoch = epoch
 
     async def observe_leader_epoch(self, epoch: int) -> None:
-        """A follower saw a leader of ``epoch``: remember it durably (fencing older leaders)."""
-        if epoch > self.leader_epoch:
-            await self.begin_leader_epoch(epoch)
+        """A follower saw a leader of ``epoch``: remember it durably (fencing older leaders).
+        The follower's epoch caches come from the batches it copies, not from this."""
+        if epoch <= self.leader_epoch:
+            return
+        async with self._checkpoint_lock:
+            await self.run_blocking(lambda: self._write_checkpoint_now(leader_epoch=epoch))
+        self.leader_epoch = epoch
+        for log in self.logs.values():
+            log.leader_epoch = epoch
 
     async def set_may_lead(self, may_lead: bool) -> None:
         """Persist whether this replica may lead (see ``may_lead``)."""

@@ -226,6 +226,11 @@ class Follower:
             own_epoch, own_end = lg.epochs.end_offset_for(epoch, lg.end_offset)
             target = min(leader_end, own_end) if own_epoch != UNDEFINED_EPOCH else lg.log_start_offset
         target = max(target, lg.log_start_offset)
+        if target >= lg.end_offset and lg.epochs.epoch_at(lg.end_offset) != lg.epochs.epoch_at(lg.end_offset - 1):
+            # Our last epoch is one we led without appending (its entry starts at our end):
+            # no batch to cut, only the entry, so the next fetch names the epoch of our data.
+            lg.epochs.truncate_from_end(lg.end_offset)
+            return
         if target >= lg.end_offset:
             raise ReplicationError(f"{lg.name}: leader says epoch {epoch} diverges at {leader_end}, "
                                    f"but our log ends at {lg.end_offset}")

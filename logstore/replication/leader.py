@@ -103,6 +103,9 @@ class LeaderState:
         pos = st.replicas.get(replica_id)
         if pos is None:
             pos = st.replicas[replica_id] = ReplicaPosition(replica_id, fetch_offset, now, -1.0, leader_end)
+        if fetch_offset < pos.fetch_offset and replica_id in st.isr:
+            # It had more and lost it (an unclean restart): what it counted for is gone.
+            st.isr.discard(replica_id)
         if fetch_offset >= leader_end:
             pos.last_caught_up_ms = now
         elif fetch_offset >= pos.leader_end_at_last_fetch:

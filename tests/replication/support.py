@@ -46,7 +46,13 @@ def _holds(cond: Callable[[], bool]) -> bool:
 
 def values(store: Store, name: str) -> list[tuple[int, bytes | None]]:
     lg = store.log(name)
-    return [(r.offset, r.value) for r in lg.read_records(lg.log_start_offset, 1 << 30)] if lg.end_offset > lg.log_start_offset else []
+    out: list[tuple[int, bytes | None]] = []
+    offset = lg.log_start_offset
+    while offset < lg.end_offset:  # a read returns batches of one segment
+        recs = lg.read_records(offset, 1 << 20)
+        out += [(r.offset, r.value) for r in recs]
+        offset = recs[-1].offset + 1
+    return out
 
 
 def epochs_of(store: Store, name: str) -> list[int]:
