@@ -285,7 +285,8 @@ class Cluster:
         elif kind == "promote" and self.leader is not None:
             old = self.leader
             if await self.elect(self.eligible(old), old):
-                await self.follow(old, self.leader)  # type: ignore[arg-type]
+                assert self.leader is not None
+                await self.follow(old, self.leader)
         elif kind == "partition":
             node = self.rng.choice(list(self.nodes.values()))
             self.stats.partitions += 1

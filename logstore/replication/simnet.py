@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from logstore.io import Buffer
 from logstore.replication import protocol as proto
 from logstore.replication.transport import Connection, ConnectionClosed, Connector
 
 _CLOSED = b""
+Handler = Callable[[Connection], Coroutine[Any, Any, None]]
 
 
 class _End(Connection):
@@ -47,8 +49,7 @@ class _End(Connection):
         loop = asyncio.get_running_loop()
         at = max(self._deliver_at, loop.time() + self.net.rng.uniform(0, self.net.delay_ms_max) / 1000)
         self._deliver_at = at
-        other = self.other
-        loop.call_at(at, lambda: other.closed or other.inbox.put_nowait(frame))
+        loop.call_at(at, self.other.deliver, frame)
         self.net.frames += 1
 
     async def receive(self) -> bytes:
@@ -59,6 +60,10 @@ class _End(Connection):
             self.closed = True
             raise ConnectionClosed(f"{self.src} <- {self.dst} is closed")
         return frame
+
+    def deliver(self, frame: bytes) -> None:
+        if not self.closed:
+            self.inbox.put_nowait(frame)
 
     def abort(self) -> None:
         for end in (self, self.other):
@@ -77,14 +82,14 @@ class SimNetwork:
         self.rng = rng
         self.delay_ms_max = delay_ms_max
         self.break_probability = break_probability
-        self._servers: dict[str, Callable[[Connection], Awaitable[None]]] = {}
+        self._servers: dict[str, Handler] = {}
         self._cut: set[frozenset[str]] = set()
         self._ends: list[_End] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.frames = 0
         self.broken = 0
 
-    def serve(self, node: str, handler: Callable[[Connection], Awaitable[None]] | None) -> None:
+    def serve(self, node: str, handler: Handler | None) -> None:
         """Accept connections to ``node`` with ``handler`` (None: refuse them, and break the
         live ones, as a process that died)."""
         if handler is None:
