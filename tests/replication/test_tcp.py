@@ -70,3 +70,35 @@ def test_long_poll_is_woken_by_an_append(tmp_path: Any) -> None:
         await leader.close()
 
     run(main)
+
+
+def test_a_follower_behind_the_leader_log_start_starts_over_there(tmp_path: Any) -> None:
+    async def main() -> None:
+        leader = await open_store(str(tmp_path / "leader"))
+        a = await leader.create_log("a-0", ASYNC)
+        for i in range(10):
+            await a.append(batch(i))
+        async with ReplicaServer(leader) as server:
+            old = await open_store(str(tmp_path / "old"))
+            f = await follower_of(old, server, 1)
+            await until(lambda: old.log("a-0").end_offset == 10)
+            await f.stop()
+            for i in range(10, 20):
+                await a.append(batch(i))
+            await a.delete_records_before(15)
+            new = await open_store(str(tmp_path / "new"))
+            f2 = await follower_of(new, server, 2)
+            await until(lambda: new.log("a-0").end_offset == 20)
+            assert new.log("a-0").log_start_offset == 15
+            f = await follower_of(old, server, 1)
+            await until(lambda: old.log("a-0").end_offset == 20 and old.log("a-0").log_start_offset == 15)
+            assert f.truncations == 1
+            for s in (old, new):
+                assert values(s, "a-0") == values(leader, "a-0")
+            await f.stop()
+            await f2.stop()
+            await old.close()
+            await new.close()
+        await leader.close()
+
+    run(main)
