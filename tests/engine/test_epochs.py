@@ -94,7 +94,7 @@ def test_old_checkpoints_without_replication_fields_still_open(env: Env) -> None
         await log.append(batch(0))
         await store.close()
         raw = env.io.read_all(env.path("checkpoint"))
-        head, _, body = raw.partition(b"\n")
+        _head, _, body = raw.partition(b"\n")
         import json
 
         import crc32c
