@@ -112,6 +112,7 @@ class Store:
         # lead (false after a recovery that cut data, until it has caught up with a leader).
         self.leader_epoch = 0
         self.may_lead = True
+        self.catalog_version = 0  # bumped by create_log and delete_log (followers LIST again)
         self.failure: BaseException | None = None
         self.closed = False
         # Queued sync appends, in rounds; each round's appends share one future.
@@ -360,6 +361,7 @@ class Store:
         log.take_dirty()
         await self.run_blocking(lambda: self._sync_new_log(log))
         self.logs[name] = log
+        self.catalog_version += 1
         return log
 
     def _sync_new_log(self, log: Log) -> None:
@@ -374,6 +376,7 @@ class Store:
         log = self.log(name)
         await self._drain()
         del self.logs[name]
+        self.catalog_version += 1
         log.close_files()
         for entry in self.io.listdir(log.directory):
             self.io.unlink(posixpath.join(log.directory, entry))

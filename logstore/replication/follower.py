@@ -62,6 +62,8 @@ class Follower:
         self._leader_logs: dict[str, proto.LogInfo] = {}
         self._correlation = itertools.count(1)
         self._caught_up = asyncio.Event()
+        self._catalog_version: int | None = None
+        self._relist = False
         self.caught_up = False  # the last fetch found every log at the leader's end
         self.last_error: str | None = None
         self.fetches = 0
@@ -140,7 +142,8 @@ class Follower:
         listed_ms = -1e18
         loop = asyncio.get_running_loop()
         while True:
-            if (loop.time() * 1000) - listed_ms >= self.list_interval_ms:
+            if self._relist or (loop.time() * 1000) - listed_ms >= self.list_interval_ms:
+                self._relist = False
                 await self._list(conn)
                 listed_ms = loop.time() * 1000
             await self._fetch_once(conn)
@@ -178,6 +181,9 @@ class Follower:
             raise FencedError(f"leader {self.leader} answered: {proto.ERROR_NAMES.get(resp.error, resp.error)}")
         await self._check_epoch(resp.leader_epoch)
         self.fetches += 1
+        if self._catalog_version is not None and resp.catalog_version != self._catalog_version:
+            self._relist = True
+        self._catalog_version = resp.catalog_version
         to_flush: list[Log] = []
         caught_up = True
         for data in resp.partitions:
@@ -204,6 +210,7 @@ class Follower:
             self.last_error = f"{lg.name}: {proto.ERROR_NAMES.get(data.error, data.error)}"
             if data.error == proto.UNKNOWN_LOG:
                 self._leader_logs.pop(lg.name, None)
+                self._relist = True
             return False
         if data.diverging_epoch != UNDEFINED_EPOCH or data.diverging_end_offset >= 0:
             await self._truncate_diverging(lg, data.diverging_epoch, data.diverging_end_offset)

@@ -17,7 +17,8 @@ Bodies (``str`` = uint16 length + UTF-8; ``bytes`` = uint32 length + bytes)::
     FETCH_REQUEST    int32 replica_id, int32 leader_epoch (the follower's), int32 max_wait_ms,
                      int32 max_bytes, uint16 count,
                      count x (str name, int64 fetch_offset, int32 last_fetched_epoch)
-    FETCH_RESPONSE   int16 error, int32 leader_epoch (the leader's), uint16 count,
+    FETCH_RESPONSE   int16 error, int32 leader_epoch (the leader's), uint32 catalog_version
+                     (changes when the leader creates or deletes a log: LIST again), uint16 count,
                      count x (str name, int16 error, int64 high_watermark, int64 log_start,
                      int64 log_end, int32 diverging_epoch, int64 diverging_end_offset,
                      bytes records)
@@ -76,6 +77,7 @@ _I32x2 = struct.Struct(">ii")
 _FETCH_HEAD = struct.Struct(">iiiiH")
 _FETCH_PART = struct.Struct(">qi")
 _RESP_HEAD = struct.Struct(">hiH")
+_FETCH_RESP_HEAD = struct.Struct(">hiIH")
 _RESP_PART = struct.Struct(">hqqqiqI")
 _LIST_PART = struct.Struct(">qq")
 _U16 = struct.Struct(">H")
@@ -116,6 +118,7 @@ class FetchResponse:
     error: int
     leader_epoch: int
     partitions: list[PartitionData] = field(default_factory=list)
+    catalog_version: int = 0
 
 
 @dataclass(frozen=True)
@@ -211,7 +214,8 @@ def encode(message: Message, correlation_id: int) -> list[Buffer]:
             parts += (_text(p.name), _FETCH_PART.pack(p.fetch_offset, p.last_fetched_epoch))
     elif isinstance(message, FetchResponse):
         kind = FETCH_RESPONSE
-        parts.append(_RESP_HEAD.pack(message.error, message.leader_epoch, _count(len(message.partitions))))
+        parts.append(_FETCH_RESP_HEAD.pack(message.error, message.leader_epoch, message.catalog_version & 0xFFFFFFFF,
+                                           _count(len(message.partitions))))
         for d in message.partitions:
             parts += (_text(d.name), _RESP_PART.pack(d.error, d.high_watermark, d.log_start, d.log_end,
                                                     d.diverging_epoch, d.diverging_end_offset, len(d.records)))
@@ -251,8 +255,8 @@ def decode(frame: Buffer) -> tuple[Message, int]:
             raise ProtocolError("negative max_wait_ms or max_bytes")
         message = FetchRequest(replica_id, epoch, wait_ms, max_bytes, tuple(parts))
     elif kind == FETCH_RESPONSE:
-        error, epoch, count = r.take(_RESP_HEAD)
-        resp = FetchResponse(error, epoch)
+        error, epoch, catalog_version, count = r.take(_FETCH_RESP_HEAD)
+        resp = FetchResponse(error, epoch, catalog_version=catalog_version)
         for _ in range(count):
             name = r.text()
             perr, hw, start, end, div_epoch, div_end, nrec = r.take(_RESP_PART)

@@ -177,7 +177,7 @@ class ReplicaServer:
         if request.max_wait_ms > 0 and all(lg is not None and d.error == proto.NONE and d.diverging_epoch == UNDEFINED_EPOCH
                                            and p.fetch_offset >= lg.committed_offset for p, lg, d in checked):
             await self._long_poll([lg for _p, lg, _d in checked if lg is not None], request.max_wait_ms)
-        resp = proto.FetchResponse(proto.NONE, epoch)
+        resp = proto.FetchResponse(proto.NONE, epoch, catalog_version=self.store.catalog_version)
         budget = min(request.max_bytes, self.response_bytes_max)
         for part, lg, data in checked:
             if lg is not None and data.error == proto.NONE and data.diverging_epoch == UNDEFINED_EPOCH:

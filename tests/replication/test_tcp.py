@@ -29,7 +29,8 @@ def test_follower_catches_up_a_backlog_and_follows_live_appends(tmp_path: Any) -
         server = ReplicaServer(leader, "127.0.0.1", 0)
         await server.start()
         replica = await open_store(str(tmp_path / "replica"))
-        f = await follower_of(replica, server, 1, fetch_max_bytes=16 * 1024)
+        # a long LIST interval: the new log below is found through the catalog version
+        f = await follower_of(replica, server, 1, fetch_max_bytes=16 * 1024, list_interval_ms=600_000)
         await until(lambda: "b-0" in replica.logs and replica.log("b-0").end_offset == 600 and replica.log("a-0").end_offset == 600)
         assert replica.log("a-0").config.flush == "sync"
         for i in range(600, 700):
