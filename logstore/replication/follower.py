@@ -26,7 +26,13 @@ import logging
 
 from logstore.config import LogConfig
 from logstore.epochs import UNDEFINED_EPOCH
-from logstore.errors import FencedError, LogstoreError, ProtocolError, ReplicationError
+from logstore.errors import (
+    FencedError,
+    LogFailedError,
+    LogstoreError,
+    ProtocolError,
+    ReplicationError,
+)
 from logstore.log import Log
 from logstore.replication import protocol as proto
 from logstore.replication.transport import Connection, Connector, tcp_connector
@@ -66,6 +72,7 @@ class Follower:
         self._relist = False
         self.caught_up = False  # the last fetch found every log at the leader's end
         self.last_error: str | None = None
+        self.failure: BaseException | None = None  # set when a fail-stopped log stopped the loop
         self.fetches = 0
         self.truncations = 0  # divergences resolved by truncating
         self.leader_high_watermarks: dict[str, int] = {}
@@ -116,6 +123,15 @@ class Follower:
             try:
                 conn = await self._connect()
                 await self._session(conn)
+            except LogFailedError as exc:
+                # A log of ours is fail-stopped (a failed fsync or write): following on would
+                # leave a half-alive replica that the leader keeps counting on. Stop, say why;
+                # whoever runs the node restarts it (RELIABILITY.md class 11).
+                self.failure = exc
+                self.caught_up = False
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("follower %d of %s stops: %s", self.replica_id, self.leader, exc)
+                return
             except (ReplicationError, ConnectionError, OSError, TimeoutError, LogstoreError) as exc:
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.caught_up = False

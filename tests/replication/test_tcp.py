@@ -103,3 +103,29 @@ def test_a_follower_behind_the_leader_log_start_starts_over_there(tmp_path: Any)
         await leader.close()
 
     run(main)
+
+
+def test_a_follower_with_a_fail_stopped_log_stops_and_says_why(tmp_path: Any) -> None:
+    async def main() -> None:
+        from logstore import SimIO, Store
+
+        leader = await open_store(str(tmp_path / "leader"))
+        a = await leader.create_log("a-0", SYNC)
+        await a.append(batch(0))
+        io = SimIO(seed=3)
+        replica = await Store.open("/store", io=io)
+        async with ReplicaServer(leader) as server:
+            f = await follower_of(replica, server, 1)
+            await until(lambda: replica.log("a-0").end_offset == 1)
+            io.fail_fsync(True)
+            await a.append(batch(1))
+            await until(lambda: not f.running, what="the follower stopping")
+            assert f.failure is not None and "fsync" in str(f.failure)
+            await f.stop()
+            assert server.isr("a-0") == {0, 1}  # until the lag time: it reported offset 1, never 2
+            assert server.high_watermark("a-0") == 1
+        io.clear_faults()
+        await replica.close()
+        await leader.close()
+
+    run(main)
