@@ -85,6 +85,8 @@ class Stats:
     leader_kills: int = 0
     promotions: int = 0
     partitions: int = 0
+    splits: int = 0
+    io_faults: int = 0
     fsync_faults: int = 0
     truncations: int = 0
     unclean_elections: int = 0
@@ -96,7 +98,7 @@ class Stats:
     def line(self) -> str:
         return (f"writes={self.writes} acked={self.acked} failed={self.failed} indeterminate={self.indeterminate} "
                 f"kills={self.kills} leader_kills={self.leader_kills} promotions={self.promotions} "
-                f"partitions={self.partitions} fsync_faults={self.fsync_faults} truncations={self.truncations} "
+                f"partitions={self.partitions} splits={self.splits} io_faults={self.io_faults} fsync_faults={self.fsync_faults} truncations={self.truncations} "
                 f"unclean_elections={self.unclean_elections} "
                 f"frames={self.frames} broken={self.broken_connections} virtual_s={self.virtual_s:.1f}")
 
@@ -113,6 +115,8 @@ class Cluster:
         self.stats = Stats()
         self.history: dict[str, dict[str, str]] = {name: {} for name in LOGS}  # value -> outcome
         self._counter = 0
+        self.producer_target: Node | None = None  # a stale leader a producer still believes in
+        self.stale_servers: dict[str, ReplicaServer] = {}
         self.acks: dict[str, tuple[str, int, list[int], float]] = {}  # value -> (leader, offset, isr, time)
 
     def note(self, what: str) -> None:
@@ -218,15 +222,15 @@ class Cluster:
     async def produce(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             await asyncio.sleep(self.rng.uniform(0.002, 0.02))
-            leader = self.leader
-            if leader is None or leader.store is None or leader.server is None:
+            leader = self.producer_target or self.leader
+            server = None if leader is None else leader.server or self.stale_servers.get(leader.name)
+            if leader is None or leader.store is None or server is None:
                 continue
             name = self.rng.choice(sorted(LOGS))
             self._counter += 1
             value = f"{self.seed}-{self._counter}"
             self.stats.writes += 1
             self.history[name][value] = "indeterminate"
-            server = leader.server
             try:
                 log = leader.store.log(name)
                 r = await asyncio.wait_for(log.append(build_batch([Record(value.encode())])), OP_TIMEOUT_S)
@@ -261,7 +265,8 @@ class Cluster:
     async def fault_event(self) -> None:
         up = [n for n in self.nodes.values() if n.up]
         followers = [n for n in up if n is not self.leader]
-        kind = self.rng.choices(["kill", "kill_leader", "promote", "partition", "fsync"], [30, 15, 15, 25, 15])[0]
+        kind = self.rng.choices(["kill", "kill_leader", "promote", "partition", "fsync", "split", "ioerror"],
+                                [30, 15, 15, 25, 15, 10, 10])[0]
         loop = asyncio.get_running_loop()
         if kind == "kill" and followers:
             node = self.rng.choice(followers)
@@ -295,6 +300,15 @@ class Cluster:
             await asyncio.sleep(self.rng.uniform(0.1, 2.5))
             self.net.heal()
             self.note("heal")
+        elif kind == "split" and self.leader is not None:
+            await self.split_brain(self.leader)
+        elif kind == "ioerror" and followers:
+            node = self.rng.choice(followers)
+            self.stats.io_faults += 1
+            self.note(f"IO errors on {node.name}")
+            node.io.fail_after(self.rng.randint(1, 40), persistent=self.rng.random() < 0.5)
+            await asyncio.sleep(self.rng.uniform(0.05, 0.5))
+            node.io.clear_faults()
         elif kind == "fsync" and followers:
             node = self.rng.choice(followers)
             self.stats.fsync_faults += 1
@@ -304,6 +318,46 @@ class Cluster:
             node.io.clear_faults()
         await self.supervise()
         _ = loop
+
+    async def split_brain(self, old: Node) -> None:
+        """The controller loses the leader (a partition, not a crash) and promotes another
+        replica while the old one still runs, believes it leads, and takes writes from a
+        producer that has not heard yet (RocketMQ #7017). When the partition heals the
+        controller demotes it; its unreplicated tail must go, nothing acknowledged may."""
+        candidates = self.eligible(old)
+        if not candidates:
+            return
+        self.stats.splits += 1
+        self.note(f"split: {old.name} cut off while still leading")
+        self.net.isolate(old.name, NODES)
+        new = self.rng.choice(candidates)
+        assert new.store is not None
+        if new.follower is not None:
+            self.stats.truncations += new.follower.truncations
+            await new.follower.stop()
+            new.follower = None
+        epoch = await promote(new.store)
+        stale_server = old.server
+        old.server = None  # the old leader keeps serving until demoted (below)
+        if stale_server is not None:
+            self.stale_servers[old.name] = stale_server
+        await self.lead(new)
+        self.stats.promotions += 1
+        self.note(f"promote {new.name} epoch {epoch} (old leader {old.name} still up)")
+        self.producer_target = old  # the producer still writes to the old leader for a while
+        for node in self.nodes.values():
+            if node is not new and node is not old and node.store is not None:
+                await self.follow(node, new)
+        await asyncio.sleep(self.rng.uniform(0.1, 1.5))
+        self.producer_target = None
+        self.net.heal()
+        self.note(f"heal; demote {old.name}")
+        if stale_server is not None:
+            self.net.serve(old.name, None)
+            await stale_server.stop()
+            del self.stale_servers[old.name]
+        if old.store is not None:
+            await self.follow(old, new)
 
     async def force_leader(self) -> None:
         """No clean candidate: the most complete replica leads (an unclean election; counted

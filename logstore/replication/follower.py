@@ -65,6 +65,7 @@ class Follower:
         self.list_interval_ms = list_interval_ms
         self.request_timeout_ms = request_timeout_ms
         self._task: asyncio.Task[None] | None = None
+        self._stopping = False
         self._leader_logs: dict[str, proto.LogInfo] = {}
         self._correlation = itertools.count(1)
         self._caught_up = asyncio.Event()
@@ -86,10 +87,12 @@ class Follower:
 
     async def stop(self) -> None:
         task, self._task = self._task, None
-        if task is not None:
+        self._stopping = True
+        while task is not None and not task.done():
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await asyncio.wait({task}, timeout=1.0)
+        if task is not None and not task.cancelled() and task.exception() is not None:
+            log.error("follower %d ended with %r", self.replica_id, task.exception())
 
     async def __aenter__(self) -> Follower:
         await self.start()
@@ -106,7 +109,8 @@ class Follower:
         """Wait until a fetch finds every log at the leader's end (for tests and promotion)."""
         self._caught_up.clear()
         try:
-            await asyncio.wait_for(self._caught_up.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._caught_up.wait()
         except TimeoutError:
             return False
         return True
@@ -118,7 +122,7 @@ class Follower:
     # -- the loop ---------------------------------------------------------------------------------
 
     async def _run(self) -> None:
-        while True:
+        while not self._stopping:
             conn: Connection | None = None
             try:
                 conn = await self._connect()
@@ -146,7 +150,10 @@ class Follower:
         correlation_id = next(self._correlation) & 0xFFFFFFFF
         await conn.send(proto.encode(request, correlation_id))
         wait_ms = self.request_timeout_ms + (request.max_wait_ms if isinstance(request, proto.FetchRequest) else 0)
-        frame = await asyncio.wait_for(conn.receive(), wait_ms / 1000)
+        # asyncio.timeout, not wait_for: wait_for in 3.11 can swallow a cancellation that
+        # races the inner result, and stop() would then wait for a loop that never ends.
+        async with asyncio.timeout(wait_ms / 1000):
+            frame = await conn.receive()
         message, got = proto.decode(frame)
         if isinstance(message, proto.ErrorResponse):
             raise ReplicationError(f"leader refused a request: {proto.ERROR_NAMES.get(message.error)}: {message.message}")

@@ -201,7 +201,8 @@ class LeaderState:
         fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         st.waiters.append(_Waiter(end_offset, min_insync, fut))
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout)
+            async with asyncio.timeout(timeout):
+                return await asyncio.shield(fut)
         except TimeoutError:
             return False
         finally:

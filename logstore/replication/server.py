@@ -82,9 +82,11 @@ class ReplicaServer:
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
-        for t in [*self._tasks, *([self._lag_task] if self._lag_task else [])]:
-            t.cancel()
-        await asyncio.gather(*self._tasks, *([self._lag_task] if self._lag_task else []), return_exceptions=True)
+        tasks = {*self._tasks, *([self._lag_task] if self._lag_task else [])}
+        while tasks:
+            for t in tasks:
+                t.cancel()
+            _done, tasks = await asyncio.wait(tasks, timeout=1.0)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -224,7 +226,8 @@ class ReplicaServer:
         for lg in logs:
             lg.add_watcher(event)
         try:
-            await asyncio.wait_for(event.wait(), min(max_wait_ms, self.fetch_wait_max_ms) / 1000)
+            async with asyncio.timeout(min(max_wait_ms, self.fetch_wait_max_ms) / 1000):
+                await event.wait()
         except TimeoutError:
             pass
         finally:

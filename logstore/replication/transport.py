@@ -78,7 +78,8 @@ class StreamConnection(Connection):
 
 def tcp_connector(host: str, port: int, frame_bytes_max: int, timeout_s: float = 5.0) -> Connector:
     async def connect() -> Connection:
-        reader, writer = await asyncio.wait_for(asyncio.open_connection(host, port), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            reader, writer = await asyncio.open_connection(host, port)
         return StreamConnection(reader, writer, frame_bytes_max)
 
     return connect

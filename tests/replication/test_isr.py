@@ -29,7 +29,7 @@ def test_isr_shrinks_after_the_lag_time_and_rejoins_when_caught_up(tmp_path: Any
         async with ReplicaServer(a, lag_time_max_ms=400) as server:
             fb = await follower_of(b, server, 1)
             await la.append(batch(0))
-            await until(lambda: server.isr("q-0") == {0, 1})
+            await until(lambda: server.isr("q-0") == {0, 1} and server.high_watermark("q-0") == 1)
             await fb.stop()
             r = await la.append(batch(1))
             assert server.high_watermark("q-0") == 1  # b has only offset 0, and is in sync
@@ -58,8 +58,7 @@ def test_high_watermark_advances_only_when_every_isr_member_has_it(tmp_path: Any
             fb = await follower_of(b, server, 1)
             fc = await follower_of(c, server, 2)
             await la.append(batch(0))
-            await until(lambda: server.isr("q-0") == {0, 1, 2})
-            assert server.high_watermark("q-0") == 1
+            await until(lambda: server.isr("q-0") == {0, 1, 2} and server.high_watermark("q-0") == 1)
             await fc.stop()
             r = await la.append(batch(1, 4))
             await until(lambda: server.state.positions("q-0")[1] == 5, what="b fetching past the append")
