@@ -239,6 +239,8 @@ class Follower:
             await self._truncate_diverging(lg, data.diverging_epoch, data.diverging_end_offset)
             return False
         self.leader_ends[lg.name] = data.log_end
+        if isinstance(data.records, tuple):
+            raise ProtocolError("file regions in a decoded response")
         if data.records:
             lg.append_replicated(data.records)
             if lg.is_sync:

@@ -40,6 +40,10 @@ from dataclasses import dataclass, field
 
 from logstore.errors import ProtocolError
 from logstore.io import Buffer
+from logstore.log import Region
+
+#: What a frame is sent as: buffers, and file regions a TCP connection hands to sendfile.
+Part = Buffer | Region
 
 FRAME_LENGTH = struct.Struct(">I")
 FRAME_HEAD = struct.Struct(">BI")  # kind, correlation id
@@ -110,7 +114,14 @@ class PartitionData:
     log_end: int = -1
     diverging_epoch: int = -1
     diverging_end_offset: int = -1
-    records: Buffer = b""
+    #: whole batches: bytes when decoded, file regions on the leader's side (sent by sendfile)
+    records: Buffer | tuple[Region, ...] = b""
+
+    @property
+    def records_bytes(self) -> int:
+        if isinstance(self.records, tuple):
+            return sum(r.length for r in self.records)
+        return len(self.records)
 
 
 @dataclass
@@ -203,9 +214,9 @@ def _count(n: int) -> int:
     return n
 
 
-def encode(message: Message, correlation_id: int) -> list[Buffer]:
-    """The frame of ``message`` as buffers to write back to back (records are not copied)."""
-    parts: list[Buffer] = [b""]
+def encode(message: Message, correlation_id: int) -> list[Part]:
+    """The frame of ``message`` as parts to write back to back (records are not copied)."""
+    parts: list[Part] = [b""]
     if isinstance(message, FetchRequest):
         kind = FETCH_REQUEST
         parts.append(_FETCH_HEAD.pack(message.replica_id, message.leader_epoch, message.max_wait_ms,
@@ -218,8 +229,10 @@ def encode(message: Message, correlation_id: int) -> list[Buffer]:
                                            _count(len(message.partitions))))
         for d in message.partitions:
             parts += (_text(d.name), _RESP_PART.pack(d.error, d.high_watermark, d.log_start, d.log_end,
-                                                    d.diverging_epoch, d.diverging_end_offset, len(d.records)))
-            if d.records:
+                                                    d.diverging_epoch, d.diverging_end_offset, d.records_bytes))
+            if isinstance(d.records, tuple):
+                parts += d.records
+            elif d.records:
                 parts.append(d.records)
     elif isinstance(message, ListRequest):
         kind = LIST_REQUEST
@@ -233,7 +246,7 @@ def encode(message: Message, correlation_id: int) -> list[Buffer]:
     else:
         kind = ERROR_RESPONSE
         parts += (_I16.pack(message.error), _text(message.message[:1000]))
-    length = FRAME_HEAD_BYTES + sum(len(p) for p in parts)
+    length = FRAME_HEAD_BYTES + sum(part_bytes(p) for p in parts)
     parts[0] = FRAME_LENGTH.pack(length) + FRAME_HEAD.pack(kind, correlation_id & 0xFFFFFFFF)
     return parts
 
@@ -285,6 +298,20 @@ def decode(frame: Buffer) -> tuple[Message, int]:
     return message, correlation_id
 
 
-def frame_bytes(parts: Sequence[Buffer]) -> bytes:
+def part_bytes(part: Part) -> int:
+    return part.length if isinstance(part, Region) else len(part)
+
+
+def materialize(part: Part) -> Buffer:
+    """A part as a buffer (a region is read from its file)."""
+    if isinstance(part, Region):
+        data = part.file.pread(part.length, part.position)
+        if len(data) != part.length:
+            raise ConnectionError(f"{part.file.path} shrank under a fetch ({len(data)} of {part.length} bytes)")
+        return data
+    return part
+
+
+def frame_bytes(parts: Sequence[Part]) -> bytes:
     """The parts of :func:`encode` as one bytes object (for transports that need one)."""
-    return b"".join(parts)
+    return b"".join(materialize(p) for p in parts)

@@ -50,6 +50,8 @@ class ReplicaServer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._lag_task: asyncio.Task[None] | None = None
         self.malformed_frames = 0  # requests refused as malformed (for tests and metrics)
+        self._sendfile_bytes_closed = 0
+        self._conns: set[StreamConnection] = set()
 
     # -- the leader state, for the broker --------------------------------------------------------
 
@@ -61,6 +63,11 @@ class ReplicaServer:
 
     async def wait_replicated(self, log_name: str, end_offset: int, *, min_insync: int = 2, timeout: float = 3.0) -> bool:
         return await self.state.wait_replicated(log_name, end_offset, min_insync=min_insync, timeout=timeout)
+
+    @property
+    def sendfile_bytes(self) -> int:
+        """Record bytes sent by sendfile over TCP (the rest were copied)."""
+        return self._sendfile_bytes_closed + sum(c.sendfile_bytes for c in self._conns)
 
     @property
     def fenced(self) -> bool:
@@ -113,12 +120,15 @@ class ReplicaServer:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._conns.add(conn)
         try:
             await self.serve_connection(conn)
         except asyncio.CancelledError:
             pass  # stop(): asyncio's stream callback would log a cancelled task as an error
         finally:
             self._tasks.discard(task)
+            self._conns.discard(conn)
+            self._sendfile_bytes_closed += conn.sendfile_bytes
 
     # -- serving ------------------------------------------------------------------------------------
 
@@ -241,5 +251,5 @@ class ReplicaServer:
             result = lg.read(offset, budget)
         except LogstoreError:  # moved under us (retention): the next fetch says why
             return 0
-        data.records = result.data()
-        return len(data.records)
+        data.records = result.regions  # sent with sendfile where the transport can
+        return data.records_bytes

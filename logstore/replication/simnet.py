@@ -17,7 +17,6 @@ import random
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from logstore.io import Buffer
 from logstore.replication import protocol as proto
 from logstore.replication.transport import Connection, ConnectionClosed, Connector
 
@@ -38,14 +37,14 @@ class _End(Connection):
         self.closed = False
         self._deliver_at = 0.0  # frames arrive in order: never before the previous one
 
-    async def send(self, parts: Sequence[Buffer]) -> None:
+    async def send(self, parts: Sequence[proto.Part]) -> None:
         if self.closed or self.other is None or self.other.closed:
             raise ConnectionClosed(f"{self.src} -> {self.dst} is closed")
         if self.net.partitioned(self.src, self.dst) or self.net.rng.random() < self.net.break_probability:
             self.net.broken += 1
             self.abort()
             raise ConnectionClosed(f"{self.src} -> {self.dst} broke")
-        frame = b"".join(parts)[proto.FRAME_LENGTH.size :]
+        frame = proto.frame_bytes(parts)[proto.FRAME_LENGTH.size :]
         loop = asyncio.get_running_loop()
         at = max(self._deliver_at, loop.time() + self.net.rng.uniform(0, self.net.delay_ms_max) / 1000)
         self._deliver_at = at

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
 
 from logstore.errors import ProtocolError
 from logstore.io import Buffer
+from logstore.log import Region
 from logstore.replication import protocol as proto
+
+SENDFILE_BYTES_MIN = 8 * 1024  # smaller regions are cheaper to copy than to drain the buffer for
 
 
 class ConnectionClosed(ConnectionError):
@@ -28,8 +32,9 @@ class Connection(ABC):
     peer: str = "?"
 
     @abstractmethod
-    async def send(self, parts: Sequence[Buffer]) -> None:
-        """Write one frame (given as buffers, length prefix included)."""
+    async def send(self, parts: Sequence[proto.Part]) -> None:
+        """Write one frame (given as parts, length prefix included). File regions may go by
+        sendfile; a transport that cannot, reads them (``protocol.materialize``)."""
 
     @abstractmethod
     async def receive(self) -> bytes:
@@ -49,14 +54,46 @@ class StreamConnection(Connection):
         self._reader = reader
         self._writer = writer
         self.frame_bytes_max = frame_bytes_max
+        self.sendfile_ok = True
+        self.sendfile_bytes = 0  # record bytes that went by sendfile (tests, metrics)
         peer = writer.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
-    async def send(self, parts: Sequence[Buffer]) -> None:
+    async def send(self, parts: Sequence[proto.Part]) -> None:
         if self._writer.is_closing():
             raise ConnectionClosed(f"connection to {self.peer} is closed")
-        self._writer.writelines(parts)
+        pending: list[Buffer] = []
+        for part in parts:
+            if isinstance(part, Region) and part.length >= SENDFILE_BYTES_MIN and self.sendfile_ok:
+                self._writer.writelines(pending)
+                pending = []
+                await self._writer.drain()
+                if await self._sendfile(part):
+                    continue
+            pending.append(proto.materialize(part))
+        self._writer.writelines(pending)
         await self._writer.drain()
+
+    async def _sendfile(self, region: Region) -> bool:
+        """Send a region from the page cache with sendfile; False when this loop or file
+        cannot (uvloop, simulated files): the caller copies it instead."""
+        try:
+            fd = region.file.fileno()
+        except OSError:
+            return False
+        loop = asyncio.get_running_loop()
+        with os.fdopen(fd, "rb", buffering=0, closefd=False) as f:
+            try:
+                sent = await loop.sendfile(self._writer.transport, f, region.position, region.length, fallback=False)
+            except (NotImplementedError, AttributeError, RuntimeError):
+                self.sendfile_ok = False  # e.g. uvloop: copy from now on
+                return False
+            except OSError as exc:
+                raise ConnectionClosed(f"sendfile to {self.peer} failed: {exc}") from exc
+        if sent != region.length:
+            raise ConnectionClosed(f"sendfile to {self.peer} sent {sent} of {region.length} bytes")
+        self.sendfile_bytes += sent
+        return True
 
     async def receive(self) -> bytes:
         try:

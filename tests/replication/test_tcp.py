@@ -30,7 +30,7 @@ def test_follower_catches_up_a_backlog_and_follows_live_appends(tmp_path: Any) -
         await server.start()
         replica = await open_store(str(tmp_path / "replica"))
         # a long LIST interval: the new log below is found through the catalog version
-        f = await follower_of(replica, server, 1, fetch_max_bytes=16 * 1024, list_interval_ms=600_000)
+        f = await follower_of(replica, server, 1, fetch_max_bytes=64 * 1024, list_interval_ms=600_000)
         await until(lambda: "b-0" in replica.logs and replica.log("b-0").end_offset == 600 and replica.log("a-0").end_offset == 600)
         assert replica.log("a-0").config.flush == "sync"
         for i in range(600, 700):
@@ -41,6 +41,7 @@ def test_follower_catches_up_a_backlog_and_follows_live_appends(tmp_path: Any) -
         await until(lambda: "c-0" in replica.logs and replica.log("c-0").end_offset == 5)
         for name in ("a-0", "b-0", "c-0"):
             assert values(replica, name) == values(leader, name)
+        assert server.sendfile_bytes > 100_000  # the backlog of b-0 went by sendfile
         assert server.isr("a-0") == {0, 1}
         await until(lambda: replica.log("a-0").high_watermark == 700, what="follower's high watermark")
         assert server.high_watermark("a-0") == 700
