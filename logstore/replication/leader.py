@@ -63,9 +63,10 @@ class LeaderState:
 
     def __init__(
         self, store: Store, *, replica_id: int = 0, lag_time_max_ms: int = 10_000,
-        now_ms: Callable[[], float] = monotonic_ms,
+        now_ms: Callable[[], float] = monotonic_ms, on_fenced: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
+        self.on_fenced = on_fenced  # told once, when a newer leader epoch shows up
         self.replica_id = replica_id
         self.lag_time_max_ms = lag_time_max_ms
         self.now_ms = now_ms
@@ -144,7 +145,10 @@ class LeaderState:
 
     def fence(self) -> None:
         """A newer leader exists: every pending and later replicated-ack wait answers False."""
+        first = not self.fenced
         self.fenced = True
+        if first and self.on_fenced is not None:
+            self.on_fenced()
         for st in self._logs.values():
             for w in st.waiters:
                 if not w.future.done():

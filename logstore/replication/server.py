@@ -37,6 +37,7 @@ class ReplicaServer:
         lag_time_max_ms: int = 10_000, request_bytes_max: int = proto.REQUEST_BYTES_MAX,
         response_bytes_max: int = RESPONSE_BYTES_MAX, fetch_wait_max_ms: int = FETCH_WAIT_MAX_MS,
         connections_max: int = CONNECTIONS_MAX, now_ms: Callable[[], float] = monotonic_ms,
+        on_fenced: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.host = host
@@ -45,7 +46,10 @@ class ReplicaServer:
         self.response_bytes_max = response_bytes_max
         self.fetch_wait_max_ms = fetch_wait_max_ms
         self.connections_max = connections_max
-        self.state = LeaderState(store, replica_id=replica_id, lag_time_max_ms=lag_time_max_ms, now_ms=now_ms)
+        # on_fenced: called once when a follower shows a newer leader epoch (the broker steps
+        # down: stop taking writes, follow the new leader). Not called by stop().
+        self.state = LeaderState(store, replica_id=replica_id, lag_time_max_ms=lag_time_max_ms, now_ms=now_ms,
+                                 on_fenced=on_fenced)
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._lag_task: asyncio.Task[None] | None = None
@@ -98,6 +102,7 @@ class ReplicaServer:
             await self._server.wait_closed()
             self._server = None
         self._lag_task = None
+        self.state.on_fenced = None
         self.state.fence()  # nothing waits on a server that is gone
 
     async def __aenter__(self) -> ReplicaServer:

@@ -132,7 +132,8 @@ def test_a_stale_leader_is_fenced(tmp_path: Any) -> None:
         await promote(a)
         la = await a.create_log("q-0", ASYNC)
         await la.append(batch(0))
-        server_a = ReplicaServer(a)
+        fenced: list[bool] = []
+        server_a = ReplicaServer(a, on_fenced=lambda: fenced.append(True))
         await server_a.start()
         fb = await follower_of(b, server_a, 1)
         await until(lambda: "q-0" in b.logs and b.log("q-0").end_offset == 1)
@@ -145,6 +146,7 @@ def test_a_stale_leader_is_fenced(tmp_path: Any) -> None:
         r = await la.append(batch(1))  # a still thinks it leads
         fc = await follower_of(c, server_a, 2)
         await until(lambda: server_a.fenced, what="the old leader learning of epoch 2")
+        assert fenced == [True]
         assert not await server_a.wait_replicated("q-0", r.last_offset + 1, min_insync=1, timeout=0.1)
         assert c.log("q-0").end_offset == 1  # nothing of the stale leader's
         assert fc.last_error is not None and "stale" in fc.last_error
