@@ -160,6 +160,9 @@ class ReplicaServer:
                 await conn.send(proto.encode(response, correlation_id))
         except (ConnectionClosed, ConnectionError, OSError):
             return
+        except LogstoreError as exc:  # e.g. a log deleted under a fetch: this follower retries
+            log.warning("replica connection %s: %s", conn.peer, exc)
+            return
         finally:
             with contextlib.suppress(ConnectionError, OSError):
                 await conn.close()
@@ -197,6 +200,8 @@ class ReplicaServer:
         resp = proto.FetchResponse(proto.NONE, epoch, catalog_version=self.store.catalog_version)
         budget = min(request.max_bytes, self.response_bytes_max)
         for part, lg, data in checked:
+            if lg is not None and self.store.logs.get(lg.name) is not lg:  # deleted while we waited
+                data.error, lg = proto.UNKNOWN_LOG, None
             if lg is not None and data.error == proto.NONE and data.diverging_epoch == UNDEFINED_EPOCH:
                 budget -= self._read_into(lg, part.fetch_offset, budget, data)
                 data.high_watermark = self.state.high_watermark(lg.name)
