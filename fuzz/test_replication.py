@@ -85,3 +85,18 @@ def test_canary_no_divergence_check() -> None:
     with planted(server_mod.ReplicaServer, "_check_partition", check):
         message = _first_violation(range(1, 60))
     assert "differs" in message or "beyond" in message or "lost" in message
+
+
+def test_canary_a_replica_that_lost_data_may_lead() -> None:
+    """Recovery never clears may_lead (class 5, KIP-966's last replica standing): a follower
+    that lost its unsynced tail is elected and acknowledged writes vanish."""
+    from logstore.store import Store
+
+    original = Store._recover_replication
+
+    def recover(self: Store, cp: Any) -> None:
+        original(self, cp)
+        self.may_lead = True
+
+    with planted(Store, "_recover_replication", recover):
+        assert "acknowledged value" in _first_violation(range(1, 60))
