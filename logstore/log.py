@@ -528,8 +528,11 @@ class Log:
             total -= seg.size
             drop += 1
         if drop:
-            await self._flush_through(self.segments[drop].base_offset)
-            self.log_start_offset = max(self.log_start_offset, self.segments[drop].base_offset)
+            # The new start is taken before the await: a concurrent retention pass (the
+            # store's background task) may drop the same segments meanwhile.
+            new_start = self.segments[drop].base_offset
+            await self._flush_through(new_start)
+            self.log_start_offset = max(self.log_start_offset, new_start)
             self.epochs.truncate_from_start(self.log_start_offset)
             await self._drop_segments_below(self.log_start_offset)
         return drop
