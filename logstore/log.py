@@ -110,6 +110,9 @@ class Log:
         self.last_flush_ms = hooks.clock.now_ms()
         self._waiters: list[asyncio.Future[None]] = []
         self._watchers: dict[asyncio.Event, None] = {}  # ordered: the simulation replays exactly
+        # Retention and delete_records_before await between choosing segments and dropping
+        # them; two passes at once (the background task and a caller) would drop twice.
+        self._start_lock = asyncio.Lock()
         self._bases = [s.base_offset for s in self.segments]
         # Replication (logstore/replication): the epoch appends are stamped with, the
         # epoch -> start offset cache over the stamps, and the offset every in-sync replica
@@ -503,6 +506,10 @@ class Log:
 
     async def delete_records_before(self, offset: int) -> int:
         """Make ``offset`` the log start; delete segments wholly below it. Returns the start."""
+        async with self._start_lock:
+            return await self._delete_records_before(offset)
+
+    async def _delete_records_before(self, offset: int) -> int:
         self._check_writable()
         if offset > self.committed_offset:
             raise OffsetOutOfRangeError(f"cannot delete before {offset}: log {self.name} ends at {self.committed_offset}")
@@ -517,6 +524,10 @@ class Log:
 
     async def apply_retention(self) -> int:
         """Delete whole non-active segments too old or beyond the size budget. Returns how many."""
+        async with self._start_lock:
+            return await self._apply_retention()
+
+    async def _apply_retention(self) -> int:
         now = self.hooks.clock.now_ms()
         total = sum(s.size for s in self.segments)
         drop = 0
