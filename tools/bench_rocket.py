@@ -86,7 +86,7 @@ from adapters.rocket.testing import STOP_GRACE_S, ServeProcess
 from logstore import runtime
 from tools import benchkit
 from tools.bench_delay import bench_delay
-from tools.benchkit import Figure, Goal, note
+from tools.benchkit import Figure, Goal, cpu_seconds, note
 from tools.cli_support import parse_args
 
 MSG_BYTES = 1024
@@ -449,15 +449,22 @@ async def bench_consume(server: Server, rep: Reporter, args: argparse.Namespace,
     )
     consumer.subscribe(topic, "*")
     consumer.register_message_listener(listener)
+    broker_pid = server.serve.pid if server.serve is not None else None
+    broker_cpu0, client_cpu0 = cpu_seconds(broker_pid), cpu_seconds()
     start = perf()
     await consumer.start()
     try:
         await asyncio.wait_for(done.wait(), timeout=max(60.0, backlog / 5_000))
         tps = got / (perf() - start)
+        broker_cpu_s, client_cpu_s = cpu_seconds(broker_pid) - broker_cpu0, cpu_seconds() - client_cpu0
     finally:
         await consumer.shutdown()
     p = {"messages": backlog, "pull_batch_size": args.pull_batch, "consume_message_batch_max_size":
-         args.consume_batch, "queues": args.queues, "raw_read_bytes": data_bytes}
+         args.consume_batch, "queues": args.queues, "raw_read_bytes": data_bytes,
+         "broker_cpu_us_per_msg": round(1e6 * broker_cpu_s / got, 2),
+         "client_cpu_us_per_msg": round(1e6 * client_cpu_s / got, 2)}
+    note(f"consume: CPU per message: broker {p['broker_cpu_us_per_msg']} us, "
+         f"client {p['client_cpu_us_per_msg']} us")
     rep.emit(Figure("consume.tps", tps, "msg/s", raw_tps, Goal("value", 100_000), p))
 
 

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 from adapters.rocket.remoting import Connection, RemotingCommand, ResponseCode
 from logstore import Log, LogFailedError
 
+from .read_cache import ReadCache
 from .reader import PullSlice, TagFilter, read_messages
 
 if TYPE_CHECKING:
@@ -68,6 +69,7 @@ class PullProcessor:
         self.broker = broker
         self.held = 0
         self.pulled = 0
+        self.read_cache = ReadCache()
 
     async def pull(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         try:
@@ -128,7 +130,7 @@ class PullProcessor:
         if offset > hi:
             return ResponseCode.PULL_OFFSET_MOVED, PullSlice(next_offset=hi)
         got = read_messages(qlog, offset, max_count, self.broker.config.max_transfer_bytes_on_message_in_memory,
-                            tag_filter)
+                            tag_filter, self.read_cache)
         if got.count:
             return ResponseCode.SUCCESS, got
         return ResponseCode.PULL_RETRY_IMMEDIATELY, got
