@@ -91,7 +91,7 @@ class PullProcessor:
             return cmd.make_response(ResponseCode.SUBSCRIPTION_PARSE_FAILED,
                                      f"expression type {h.expression_type} is not supported (TAG only)")
         if h.sys_flag & FLAG_COMMIT_OFFSET and h.group:
-            await broker.offsets.commit(h.group, h.topic, h.queue_id, h.commit_offset, durable=False)
+            broker.offsets.advance(h.group, h.topic, h.queue_id, h.commit_offset)  # saved within 5 s
         qlog, _lid = await broker.queues.get_or_create(h.topic, h.queue_id)
         max_count = max(1, min(h.max_msg_nums, broker.config.max_transfer_count_on_message_in_memory))
         offset = h.queue_offset
