@@ -1,14 +1,17 @@
 """One PULL_MESSAGE round trip, shared by the push and the lite pull consumer.
 
-The broker filters by tag hash; ``pull_once`` decodes the body, inflates compressed bodies,
-restores retry messages' real topic and drops messages whose exact tag is not subscribed.
+The broker filters by tag hash; ``pull_once`` splits the body into messages decoded on first use
+(lazy_message.py), which then carry MIN_OFFSET/MAX_OFFSET, an inflated body and a retry message's
+real topic, and drops messages whose exact tag is not subscribed.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from ..message import PROPERTY_MAX_OFFSET, PROPERTY_MIN_OFFSET, Message, decode_stored
+from ..lazy_message import decode_stored_lazy
+from ..message import PROPERTY_MAX_OFFSET, PROPERTY_MIN_OFFSET, Message
 from ._msgutil import prepare_pulled
 from .api import PULL_FLAG_COMMIT_OFFSET, PULL_FLAG_SUBSCRIPTION, PULL_FLAG_SUSPEND
 from .common import MessageQueue, PullStatus
@@ -66,10 +69,15 @@ async def pull_once(
     raw = await instance.api.pull_message(addr, header, timeout_s)
     msgs: list[Message] = []
     if raw.pull_status == PullStatus.FOUND and raw.body:
-        for msg in decode_stored(raw.body):
-            if not subscription.matches(msg.tags):
-                continue
-            msg.properties[PROPERTY_MIN_OFFSET] = str(raw.min_offset)
-            msg.properties[PROPERTY_MAX_OFFSET] = str(raw.max_offset)
-            msgs.append(prepare_pulled(msg))
+        # Decoded when the listener first reads them (a count or an offset needs no decode).
+        msgs = decode_stored_lazy(raw.body, functools.partial(
+            _finish_pulled, str(raw.min_offset), str(raw.max_offset)))
+        if subscription.tags_set:  # the exact re-check of the broker's hash filter
+            msgs = [m for m in msgs if subscription.matches(m.tags)]
     return PullResult(raw.pull_status, raw.next_begin_offset, raw.min_offset, raw.max_offset, msgs)
+
+
+def _finish_pulled(min_offset: str, max_offset: str, msg: Message) -> None:
+    msg.properties[PROPERTY_MIN_OFFSET] = min_offset
+    msg.properties[PROPERTY_MAX_OFFSET] = max_offset
+    prepare_pulled(msg)

@@ -1,0 +1,115 @@
+"""Messages of a pull body decoded on first use.
+
+A consumer hands most messages to a listener that reads a field or two, and some (a count, an
+offset) to none. Decoding a stored record in full costs a dozen unpacks, two host strings, a hex
+message id and the properties string split into a dict; ``decode_stored_lazy`` unpacks only the
+fixed head of each record (one ``struct`` call: size, queue id, flag, queue offset, commit log
+offset, sys flag, born timestamp, body CRC) and leaves the rest to the first read of any other
+field, which decodes the record with ``decode_one_stored`` (so both give the same fields) and
+applies the caller's ``finish`` (what the consumer does to every pulled message).
+
+After that the fields are ordinary attributes. A field set before the first decode keeps its
+value. A record whose head is bad raises MessageFormatError at once; one whose later fields do not
+parse raises it on first access. Compressed records are decoded at once (their body and sys flag
+change when inflated).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import fields
+from typing import Any
+
+from .message import (
+    MAGIC_V1,
+    MAGIC_V2,
+    STORED_HEAD,
+    STORED_HEAD_BYTES,
+    SYSFLAG_COMPRESSED,
+    Message,
+    MessageFormatError,
+    decode_one_stored,
+)
+
+Finish = Callable[[Message], None]
+
+# Fields read from the record's head at once; the others wait for first use.
+EAGER_FIELDS = ("store_size", "body_crc", "queue_id", "flag", "queue_offset", "commitlog_offset", "sys_flag",
+                "born_timestamp")
+LAZY_FIELDS = tuple(f.name for f in fields(Message) if f.name not in EAGER_FIELDS)
+_FIELD_NAMES = tuple(f.name for f in fields(Message))
+
+
+class LazyMessage(Message):
+    """A Message whose fields past the record head are decoded on first access."""
+
+    def _decode(self) -> None:
+        d = self.__dict__
+        raw = d.pop("_raw", None)
+        if raw is None:
+            return
+        full = decode_one_stored(raw, d.pop("_pos"))
+        finish: Finish | None = d.pop("_finish")
+        if finish is not None:
+            finish(full)
+        decoded = full.__dict__
+        for name in LAZY_FIELDS:
+            if name not in d:  # set by someone before this decode: theirs wins
+                d[name] = decoded[name]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Message):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in _FIELD_NAMES)
+
+    __hash__ = None  # type: ignore[assignment]  # as Message: mutable, compared by value
+
+
+class _Decoded:
+    """A lazy field: the first read decodes the record into the instance's ``__dict__``, which
+    answers every later read (this is a non-data descriptor)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj: LazyMessage | None, owner: type | None = None) -> Any:
+        if obj is None:
+            return self
+        obj._decode()
+        return obj.__dict__[self.name]
+
+
+for _name in LAZY_FIELDS:
+    setattr(LazyMessage, _name, _Decoded(_name))
+
+
+def decode_stored_lazy(buf: bytes, finish: Finish | None = None) -> list[Message]:
+    """Every record in ``buf`` (a pull body), each decoded when first used, then passed to
+    ``finish``. Raises MessageFormatError when a record's head is damaged."""
+    out: list[Message] = []
+    n = len(buf)
+    pos = 0
+    unpack = STORED_HEAD.unpack_from
+    new = object.__new__
+    while pos < n:
+        if n - pos < STORED_HEAD_BYTES:
+            raise MessageFormatError(f"truncated record at byte {pos}")
+        size, magic, crc, queue_id, flag, queue_offset, phys, sys_flag, born_ts = unpack(buf, pos)
+        if size < STORED_HEAD_BYTES or pos + size > n:
+            raise MessageFormatError(f"record size {size} at byte {pos} is out of range")
+        if magic != MAGIC_V1 and magic != MAGIC_V2:
+            raise MessageFormatError(f"bad magic {magic:#x} at byte {pos}")
+        if sys_flag & SYSFLAG_COMPRESSED:
+            msg = decode_one_stored(buf, pos)
+            if finish is not None:
+                finish(msg)
+        else:
+            msg = new(LazyMessage)
+            msg.__dict__ = {
+                "store_size": size, "body_crc": crc, "queue_id": queue_id, "flag": flag,
+                "queue_offset": queue_offset, "commitlog_offset": phys, "sys_flag": sys_flag,
+                "born_timestamp": born_ts, "_raw": buf, "_pos": pos, "_finish": finish,
+            }
+        out.append(msg)
+        pos += size
+    return out
