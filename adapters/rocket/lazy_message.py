@@ -3,10 +3,11 @@
 A consumer hands most messages to a listener that reads a field or two, and some (a count, an
 offset) to none. Decoding a stored record in full costs a dozen unpacks, two host strings, a hex
 message id and the properties string split into a dict; ``decode_stored_lazy`` unpacks only the
-fixed head of each record (one ``struct`` call: size, queue id, flag, queue offset, commit log
-offset, sys flag, born timestamp, body CRC) and leaves the rest to the first read of any other
+fixed head of each record (one ``struct`` call, to frame and check it) and leaves the rest to the first read of any other
 field, which decodes the record with ``decode_one_stored`` (so both give the same fields) and
-applies the caller's ``finish`` (what the consumer does to every pulled message).
+applies the caller's ``finish`` (what the consumer does to every pulled message). Only the queue
+offset (what a consumer's bookkeeping reads) is kept from the head at once: a message starts as
+a three-entry ``__dict__``.
 
 After that the fields are ordinary attributes. A field set before the first decode keeps its
 value. A record whose head is bad raises MessageFormatError at once; one whose later fields do not
@@ -33,9 +34,8 @@ from .message import (
 
 Finish = Callable[[Message], None]
 
-# Fields read from the record's head at once; the others wait for first use.
-EAGER_FIELDS = ("store_size", "body_crc", "queue_id", "flag", "queue_offset", "commitlog_offset", "sys_flag",
-                "born_timestamp")
+# Fields set at once; the others wait for first use.
+EAGER_FIELDS = ("queue_offset",)
 LAZY_FIELDS = tuple(f.name for f in fields(Message) if f.name not in EAGER_FIELDS)
 _FIELD_NAMES = tuple(f.name for f in fields(Message))
 
@@ -45,11 +45,11 @@ class LazyMessage(Message):
 
     def _decode(self) -> None:
         d = self.__dict__
-        raw = d.pop("_raw", None)
-        if raw is None:
+        src: tuple[bytes, Finish | None] | None = d.pop("_src", None)
+        if src is None:
             return
+        raw, finish = src
         full = decode_one_stored(raw, d.pop("_pos"))
-        finish: Finish | None = d.pop("_finish")
         if finish is not None:
             finish(full)
         decoded = full.__dict__
@@ -89,12 +89,13 @@ def decode_stored_lazy(buf: bytes, finish: Finish | None = None) -> list[Message
     out: list[Message] = []
     n = len(buf)
     pos = 0
+    src = (buf, finish)
     unpack = STORED_HEAD.unpack_from
     new = object.__new__
     while pos < n:
         if n - pos < STORED_HEAD_BYTES:
             raise MessageFormatError(f"truncated record at byte {pos}")
-        size, magic, crc, queue_id, flag, queue_offset, phys, sys_flag, born_ts = unpack(buf, pos)
+        size, magic, _crc, _qid, _flag, queue_offset, _phys, sys_flag, _born = unpack(buf, pos)
         if size < STORED_HEAD_BYTES or pos + size > n:
             raise MessageFormatError(f"record size {size} at byte {pos} is out of range")
         if magic != MAGIC_V1 and magic != MAGIC_V2:
@@ -105,11 +106,7 @@ def decode_stored_lazy(buf: bytes, finish: Finish | None = None) -> list[Message
                 finish(msg)
         else:
             msg = new(LazyMessage)
-            msg.__dict__ = {
-                "store_size": size, "body_crc": crc, "queue_id": queue_id, "flag": flag,
-                "queue_offset": queue_offset, "commitlog_offset": phys, "sys_flag": sys_flag,
-                "born_timestamp": born_ts, "_raw": buf, "_pos": pos, "_finish": finish,
-            }
+            msg.__dict__ = {"queue_offset": queue_offset, "_src": src, "_pos": pos}
         out.append(msg)
         pos += size
     return out

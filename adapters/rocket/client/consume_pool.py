@@ -80,6 +80,15 @@ class ConsumePool(Generic[R]):
         if not self._waking:
             self._wake_one()
 
+    def submit_all(self, requests: list[R]) -> None:
+        """``submit`` each, with at most one wake-up."""
+        if self._closed or not requests:
+            return
+        self._backlog.extend(requests)
+        self._idle.clear()
+        if not self._waking:
+            self._wake_one()
+
     def submit_later(self, request: R, delay_s: float) -> None:
         """Submit after ``delay_s`` (RocketMQ's submitConsumeRequestLater)."""
         if self._closed:

@@ -296,12 +296,15 @@ class PushConsumer(ConsumerBase):
         if pool is None:
             return  # shut down
         size = self.consume_message_batch_max_size
-        for i in range(0, len(msgs), size):
-            request = (mq, pq, msgs[i : i + size])
-            if delay_s:
-                pool.submit_later(request, delay_s)
-            else:
-                pool.submit(request)
+        if size == 1:
+            requests = [(mq, pq, [m]) for m in msgs]
+        else:
+            requests = [(mq, pq, msgs[i : i + size]) for i in range(0, len(msgs), size)]
+        if not delay_s:
+            pool.submit_all(requests)
+            return
+        for request in requests:
+            pool.submit_later(request, delay_s)
 
     async def _consume(self, request: ConsumeRequest) -> None:
         mq, pq, msgs = request
@@ -310,7 +313,9 @@ class PushConsumer(ConsumerBase):
         context = ConsumeConcurrentlyContext(mq)
         try:
             if self._listener_async:
-                status = concurrently_status(await self._listener_fn(list(msgs), context))
+                status = await self._listener_fn(list(msgs), context)
+                if status is not ConsumeConcurrentlyStatus.CONSUME_SUCCESS:
+                    status = concurrently_status(status)
             else:
                 assert self._executor is not None
                 status = await call_listener(self._listener_fn, msgs, context, self._executor)
@@ -320,7 +325,7 @@ class PushConsumer(ConsumerBase):
             log.exception("group %s: listener failed on %d messages of %s",
                           self.group, len(msgs), mq)
             status = ConsumeConcurrentlyStatus.RECONSUME_LATER
-        if status == ConsumeConcurrentlyStatus.CONSUME_SUCCESS and context.ack_index >= len(msgs) - 1:
+        if status is ConsumeConcurrentlyStatus.CONSUME_SUCCESS and context.ack_index >= len(msgs) - 1:
             self._consumed(mq, pq, msgs)  # the common case: all of them done
             return
         await self._process_consume_result(mq, pq, msgs, status, context)

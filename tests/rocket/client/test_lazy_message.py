@@ -82,11 +82,11 @@ def test_eager_fields_need_no_decode_and_set_fields_win(msg: Message) -> None:
     assert isinstance(lazy, LazyMessage)
     for name in EAGER_FIELDS:
         getattr(lazy, name)
-    assert "_raw" in vars(lazy)  # still not decoded
+    assert "_src" in vars(lazy)  # still not decoded
     assert all(name not in vars(lazy) for name in LAZY_FIELDS)
     lazy.reconsume_times = 77  # as the consumer does before a local retry
     assert lazy.body == prepare_pulled(decode_stored(encode_stored(msg))[0]).body
-    assert lazy.reconsume_times == 77 and "_raw" not in vars(lazy)
+    assert lazy.reconsume_times == 77 and "_src" not in vars(lazy)
 
 
 def test_damaged_heads_raise_at_once() -> None:
