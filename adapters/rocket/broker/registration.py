@@ -75,8 +75,9 @@ class Registrar:
         while True:
             self._kick.clear()
             await self.register_all()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), period_s)
+            with contextlib.suppress(TimeoutError):  # (not wait_for: see client/instance.py)
+                async with asyncio.timeout(period_s):
+                    await self._kick.wait()
 
     async def close(self) -> None:
         if self._task is not None:

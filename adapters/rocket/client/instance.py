@@ -242,8 +242,11 @@ class MQClientInstance:
 
     async def _rebalance_loop(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a cancel that lands
+            # as the event is set, and shutdown would then wait for this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._rebalance_now.wait(), REBALANCE_INTERVAL_S)
+                async with asyncio.timeout(REBALANCE_INTERVAL_S):
+                    await self._rebalance_now.wait()
             self._rebalance_now.clear()
             await self.do_rebalance()
 
