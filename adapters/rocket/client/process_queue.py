@@ -57,6 +57,19 @@ class ProcessQueue:
             self._msgs.pop(msg.queue_offset, None)
         return self.commit_offset()
 
+    def remove_one(self, offset: int) -> int:
+        """``remove_messages`` of the message at ``offset`` (the common case: one message a
+        listener call), without the loop."""
+        live = self._msgs
+        if not live:
+            return -1
+        self.last_consume_timestamp_s = time.monotonic()
+        live.pop(offset, None)
+        order = self._order
+        while order and order[0] not in live:
+            order.popleft()
+        return order[0] if order else self.queue_offset_max + 1
+
     def commit_offset(self) -> int:
         order, live = self._order, self._msgs
         while order and order[0] not in live:

@@ -331,7 +331,7 @@ class PushConsumer(ConsumerBase):
         await self._process_consume_result(mq, pq, msgs, status, context)
 
     def _consumed(self, mq: MessageQueue, pq: ProcessQueue, msgs: list[Message]) -> None:
-        offset = pq.remove_messages(msgs)
+        offset = pq.remove_one(msgs[0].queue_offset) if len(msgs) == 1 else pq.remove_messages(msgs)
         if offset >= 0 and not pq.dropped and self._offset_store is not None:
             self._offset_store.update_offset(mq, offset, increase_only=True)
 
