@@ -6,6 +6,7 @@ params`` (``goal`` is ``{"of": "ratio"|"value", "min"|"max": limit, "met": bool}
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -88,3 +89,20 @@ class Reporter:
 def note(text: str) -> None:
     """A progress remark on stderr (stdout carries only figures)."""
     print(f"# {text}", file=sys.stderr, flush=True)
+
+
+def cpu_seconds(pid: int | None = None) -> float:
+    """User + system CPU seconds used so far by this process (every thread), or by ``pid``
+    (read from ``/proc/<pid>/stat``: Linux only; 0.0 where that is not readable)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return 0.0
+    # Fields after the command name (which may hold spaces) start at its closing parenthesis;
+    # utime and stime are the 14th and 15th fields of the line.
+    fields = stat[stat.rindex(b")") + 2 :].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

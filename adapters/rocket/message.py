@@ -83,8 +83,9 @@ STORE_SIZE = struct.Struct(">i")
 QUEUE_OFFSET_POSITION = 20
 COMMITLOG_OFFSET_POSITION = 28
 SYSFLAG_POSITION = 36
-_HEAD = struct.Struct(">iIiiiqqiq")  # size, magic, crc, queueId, flag, queueOffset, phys, sysFlag, bornTs
-_HEAD_BYTES = _HEAD.size  # 48: born host starts here
+# size, magic, crc, queueId, flag, queueOffset, phys, sysFlag, bornTs
+STORED_HEAD = _HEAD = struct.Struct(">iIiiiqqiq")
+STORED_HEAD_BYTES = _HEAD_BYTES = _HEAD.size  # 48: born host starts here
 # Everything before the body when both hosts are IPv4: head, born host, store timestamp, store
 # host, reconsume times, prepared transaction offset, body length.
 _HEAD_V4 = struct.Struct(">iIiiiqqiq8sq8siqi")

@@ -162,6 +162,12 @@ class ServeProcess:
         return self.process is not None and self.process.alive
 
     @property
+    def pid(self) -> int | None:
+        """The process id of the running ``logstore serve`` (None before start)."""
+        popen = self.process.popen if self.process is not None else None
+        return popen.pid if popen is not None else None
+
+    @property
     def killed(self) -> bool:
         """The last stop needed SIGKILL after the grace period."""
         return self.process is not None and self.process.killed

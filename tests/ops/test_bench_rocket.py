@@ -13,7 +13,7 @@ pytestmark = pytest.mark.slow
 
 KEYS = {"name", "value", "unit", "baseline", "ratio", "goal", "params"}
 EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync16", "tx1", "tx16", "batch") for m in ("tps", "avg", "p99")] + [
-    "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99", "orderly.tps", "delay.avg", "delay.p99"]
+    "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99", "orderly.tps", "delay.avg", "delay.p99"]  # as run_all runs them
 
 
 def test_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -25,6 +25,9 @@ def test_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
         for key in ("value", "baseline", "ratio"):
             assert isinstance(fig[key], float | int) and fig[key] > 0, fig
         assert fig["unit"] in ("msg/s", "ms"), fig
+    consume = next(f for f in figures if f["name"] == "consume.tps")
+    assert consume["params"]["pull_batch_size"] == 32 and consume["params"]["consume_message_batch_max_size"] == 1
+    assert consume["params"]["client_cpu_us_per_msg"] > 0 and consume["params"]["broker_cpu_us_per_msg"] > 0
     orderly = next(f for f in figures if f["name"] == "orderly.tps")
     assert orderly["params"]["reordered"] == 0 and orderly["params"]["queues"] == 8
     goals = {f["name"]: f["goal"] for f in figures if f["goal"] is not None}

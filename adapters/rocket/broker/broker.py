@@ -72,7 +72,8 @@ class Broker:
         self.topics = TopicConfigManager(JsonFile(io, root, "topics.json"))
         self.subscriptions = SubscriptionGroupManager(JsonFile(io, root, "subscriptionGroup.json"),
                                                       config.auto_create_subscription_group)
-        self.offsets = ConsumerOffsetManager(JsonFile(io, root, "consumerOffset.json"), store.run_blocking)
+        self.offsets = ConsumerOffsetManager(JsonFile(io, root, "consumerOffset.json"), store.run_blocking,
+                                             flush_interval_s=config.flush_consumer_offset_interval / 1000)
         self.queues = QueueStore(store, JsonFile(io, root, "queueIds.json"), lc)
         self.key_index = KeyIndex(store, LogConfig(flush="async", retention_ms=lc.retention_ms))
         self.clients = ClientManager(config.channel_expired_timeout)

@@ -49,7 +49,7 @@ class BrokerConfig:
     pull_held_max: int = 10_000  # long-polling pulls parked at once
     max_transfer_bytes_on_message_in_memory: int = 1024 * 1024  # per pull response
     max_transfer_count_on_message_in_memory: int = 1024  # per pull response
-    flush_consumer_offset_interval: int = 5000  # ms
+    flush_consumer_offset_interval: int = 5000  # ms: consumer offsets committed on pulls are saved this often
     sync_flush_timeout: int = 5000  # ms: FLUSH_DISK_TIMEOUT past this
     lock_expire_ms: int = 60_000  # rocketmq.broker.rebalance.lockMaxLiveTime
     file_reserved_time: int = 72  # hours
@@ -106,6 +106,8 @@ class BrokerConfig:
         if not 0 <= self.listen_port <= 65535:
             raise ValueError("listenPort must be a TCP port")
         parse_delay_levels(self.message_delay_level)
+        if self.flush_consumer_offset_interval < 1:
+            raise ValueError("flushConsumerOffsetInterval must be positive (ms)")
         if self.timer_max_delay_sec < 1 or self.timer_pending_max < 1:
             raise ValueError("timerMaxDelaySec and timerPendingMax must be positive")
         self._validate_role()

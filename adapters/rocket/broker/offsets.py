@@ -1,11 +1,18 @@
 """Consumer offsets per (group, topic, queue) in ``config/consumerOffset.json``.
 
 Offsets only move forward (a commit below the stored offset is ignored) unless an admin resets
-them. Durability is group-committed: a change marks the table dirty and wakes one writer task
-that saves the whole table atomically (in a worker thread) and then wakes everyone who changed
-it before that save began. ``commit(..., durable=True)`` waits for that save (an explicit
-UPDATE_CONSUMER_OFFSET); a commit piggybacked on a pull does not wait. Saves are back to back
-under load, so their cost is amortised over every commit that arrived during the previous one.
+them. A commit changes the table in memory; one writer task saves the whole table atomically (in
+a worker thread) at least every ``flush_interval_s`` (RocketMQ's flushConsumerOffsetInterval,
+5 s) while it has changes, at once when someone waits for durability, and on close. So:
+
+* a commit piggybacked on a pull (``advance``, and ``commit(..., durable=False)``) costs a dict
+  update: a consumer commits on every pull, and saving the table for each would cost a file
+  write per pull. A crash loses at most the last ``flush_interval_s`` of them (the consumer then
+  re-consumes from the older offset: at-least-once, as RocketMQ);
+* ``commit(..., durable=True)`` (an explicit UPDATE_CONSUMER_OFFSET), ``reset`` and
+  ``delete_topic`` return once a save that includes them is done. Waiters are group-committed:
+  one save covers everyone who changed the table before it began;
+* ``close`` (a graceful stop) saves what is left.
 """
 
 from __future__ import annotations
@@ -22,11 +29,16 @@ from .persist import JsonFile
 log = logging.getLogger(__name__)
 
 KEY_SEPARATOR = "@"  # RocketMQ keys the table "topic@group"
+FLUSH_INTERVAL_S = 5.0  # RocketMQ's flushConsumerOffsetInterval default
 
 
 class ConsumerOffsetManager:
-    def __init__(self, file: JsonFile, run_blocking: Callable[[Callable[[], None]], Any]) -> None:
+    def __init__(self, file: JsonFile, run_blocking: Callable[[Callable[[], None]], Any], *,
+                 flush_interval_s: float = FLUSH_INTERVAL_S) -> None:
+        if flush_interval_s <= 0:
+            raise ValueError("flush_interval_s must be > 0")
         self.file = file
+        self.flush_interval_s = flush_interval_s
         self._run_blocking = run_blocking
         doc = file.load()
         self.table: dict[str, dict[int, int]] = {
@@ -56,7 +68,7 @@ class ConsumerOffsetManager:
             with contextlib.suppress(OSError):
                 await self._saving
             self._saving = None
-        if self._saved_version != self._version:
+        if self.dirty:
             self.file.save(self._snapshot())
             self._saved_version = self._version
 
@@ -76,13 +88,21 @@ class ConsumerOffsetManager:
 
     # -- changes -----------------------------------------------------------------------------------
 
+    def advance(self, group: str, topic: str, queue_id: int, offset: int) -> bool:
+        """Move the offset forward (never backwards) in memory; saved within the flush
+        interval. Returns whether it moved."""
+        queues = self.table.get(key := f"{topic}{KEY_SEPARATOR}{group}")
+        if queues is None:
+            queues = self.table[key] = {}
+        if offset <= queues.get(queue_id, -1):
+            return False
+        queues[queue_id] = offset
+        self._version += 1
+        return True
+
     async def commit(self, group: str, topic: str, queue_id: int, offset: int, *, durable: bool) -> bool:
-        """Advance the offset (never backwards). Returns whether it moved."""
-        queues = self.table.setdefault(f"{topic}{KEY_SEPARATOR}{group}", {})
-        moved = offset > queues.get(queue_id, -1)
-        if moved:
-            queues[queue_id] = offset
-            self._changed()
+        """``advance``; with ``durable``, return once it is saved. Returns whether it moved."""
+        moved = self.advance(group, topic, queue_id, offset)
         if durable:
             await self.wait_saved()
         return moved
@@ -121,11 +141,18 @@ class ConsumerOffsetManager:
         self._version += 1
         self._wake.set()
 
+    @property
+    def dirty(self) -> bool:
+        """Changes not saved yet."""
+        return self._saved_version != self._version
+
     async def wait_saved(self) -> None:
+        """Return once every change made before this call is saved (asking for a save now)."""
         target = self._version
         while self._saved_version < target:
             if self._task is None or self._task.done():
                 raise RuntimeError("consumer offset writer is not running")
+            self._wake.set()
             await self._saved.wait()
 
     # -- writer ------------------------------------------------------------------------------------
@@ -135,9 +162,13 @@ class ConsumerOffsetManager:
 
     async def _writer(self) -> None:
         while True:
-            await self._wake.wait()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.flush_interval_s):
+                    await self._wake.wait()
             self._wake.clear()
             version = self._version
+            if version == self._saved_version:
+                continue
             snapshot = self._snapshot()
             try:
                 self._saving = self._run_blocking(lambda s=snapshot: self.file.save(s))  # type: ignore[misc]

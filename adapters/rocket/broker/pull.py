@@ -35,6 +35,7 @@ from adapters.rocket.remoting import Connection, RemotingCommand, ResponseCode
 from logstore import Log, LogFailedError
 
 from .config import MASTER_ID
+from .read_cache import ReadCache
 from .reader import PullSlice, TagFilter, read_messages
 from .subscriptions import DEFAULT_GROUP
 
@@ -88,6 +89,7 @@ class PullProcessor:
         self.held = 0
         self.pulled = 0
         self.memory_bytes = physical_memory_bytes()
+        self.read_cache = ReadCache()
 
     async def pull(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         try:
@@ -109,7 +111,7 @@ class PullProcessor:
             return cmd.make_response(ResponseCode.SUBSCRIPTION_PARSE_FAILED,
                                      f"expression type {h.expression_type} is not supported (TAG only)")
         if h.sys_flag & FLAG_COMMIT_OFFSET and h.group and not broker.config.is_slave:
-            await broker.offsets.commit(h.group, h.topic, h.queue_id, h.commit_offset, durable=False)
+            broker.offsets.advance(h.group, h.topic, h.queue_id, h.commit_offset)  # saved within 5 s
         qlog, _lid = await broker.queues.get_or_create(h.topic, h.queue_id)
         max_count = max(1, min(h.max_msg_nums, broker.config.max_transfer_count_on_message_in_memory))
         offset = h.queue_offset
@@ -167,7 +169,7 @@ class PullProcessor:
         if offset > hi:
             return ResponseCode.PULL_OFFSET_MOVED, PullSlice(next_offset=hi)
         got = read_messages(qlog, offset, max_count, self.broker.config.max_transfer_bytes_on_message_in_memory,
-                            tag_filter)
+                            tag_filter, self.read_cache)
         if got.count:
             return ResponseCode.SUCCESS, got
         return ResponseCode.PULL_RETRY_IMMEDIATELY, got

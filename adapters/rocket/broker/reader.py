@@ -16,6 +16,8 @@ from adapters.rocket.remoting.command import decode_properties
 from logstore import Log
 from logstore.batch import HEADER_BYTES, parse_header
 
+from .read_cache import Chunk, ReadCache
+
 
 @dataclass(frozen=True)
 class TagFilter:
@@ -46,6 +48,7 @@ class TagFilter:
 class PullSlice:
     parts: list[memoryview] = field(default_factory=list)
     count: int = 0  # messages in parts
+    nbytes: int = 0  # bytes in parts
     next_offset: int = 0  # where the next pull starts
     examined: int = 0  # messages looked at (matched or not)
 
@@ -54,21 +57,21 @@ class PullSlice:
         return b"".join(self.parts)
 
 
-def _walk_sizes(payload: memoryview, n: int, pos: int = 0) -> int:
+def _walk_sizes(data: memoryview, n: int, pos: int) -> int:
     """The byte position after ``n`` messages from ``pos``."""
     for _ in range(n):
-        (size,) = STORE_SIZE.unpack_from(payload, pos)
+        (size,) = STORE_SIZE.unpack_from(data, pos)
         pos += size
     return pos
 
 
-def _walk_budget(payload: memoryview, pos: int, n: int, budget: int, first: bool) -> tuple[int, int]:
+def _walk_budget(data: memoryview, pos: int, n: int, budget: int, first: bool) -> tuple[int, int]:
     """(messages, end position) of at most ``n`` messages from ``pos`` within ``budget``
     bytes; the first message of a response is taken whatever its size."""
     start = pos
     taken = 0
     while taken < n:
-        (size,) = STORE_SIZE.unpack_from(payload, pos)
+        (size,) = STORE_SIZE.unpack_from(data, pos)
         if pos + size - start > budget and not (first and taken == 0):
             break
         pos += size
@@ -76,56 +79,102 @@ def _walk_budget(payload: memoryview, pos: int, n: int, budget: int, first: bool
     return taken, pos
 
 
-def read_messages(log: Log, offset: int, max_count: int, max_bytes: int, tag_filter: TagFilter) -> PullSlice:
-    """Messages from ``offset`` (which must be within [log start, committed end)): at most
-    ``max_count`` matching messages, about ``max_bytes`` (at least one message)."""
-    result = log.read(offset, max_bytes)
+def _read_chunk(log: Log, offset: int, read_bytes: int) -> Chunk | None:
+    """A fresh read from ``offset``, its cursor on that message (None at the committed end)."""
+    result = log.read(offset, read_bytes)
+    if not result.regions:
+        return None
     data = memoryview(result.data())
+    h = parse_header(data, 0)
+    skip = offset - h.base_offset
+    if skip < 0:  # the log starts above ``offset``: begin at its first batch
+        return Chunk(data, h.base_offset, 0, HEADER_BYTES)
+    return Chunk(data, offset, 0, _walk_sizes(data, skip, HEADER_BYTES))
+
+
+def read_messages(log: Log, offset: int, max_count: int, max_bytes: int, tag_filter: TagFilter,
+                  cache: ReadCache | None = None) -> PullSlice:
+    """Messages from ``offset`` (which must be within [log start, committed end)): at most
+    ``max_count`` matching messages, about ``max_bytes`` (at least one message), looking at
+    about ``max_bytes`` of stored messages. With a ``cache``, a read continues where the last
+    one of this log stopped at ``offset`` and leaves its cursor there for the next."""
     out = PullSlice(next_offset=offset)
-    pos = 0
-    nbytes = 0
-    while pos < len(data) and out.count < max_count:
-        h = parse_header(data, pos)
-        payload = data[pos + HEADER_BYTES : pos + h.total_bytes]
-        pos += h.total_bytes
-        skip = max(0, offset - h.base_offset)
-        if skip >= h.record_count:
-            continue
-        start = _walk_sizes(payload, skip) if skip else 0
-        if tag_filter.matches_all:
-            want = min(h.record_count - skip, max_count - out.count)
-            if want == h.record_count - skip and nbytes + len(payload) - start <= max_bytes:
-                take, end = want, len(payload)  # the whole (rest of the) batch: no walk
-            else:
-                take, end = _walk_budget(payload, start, want, max_bytes - nbytes, first=not nbytes)
-            if take == 0:
+    scanned = 0
+    while out.count < max_count and scanned < max_bytes and out.nbytes < max_bytes:
+        chunk = cache.take(log, out.next_offset) if cache is not None else None
+        if chunk is None:
+            if out.next_offset >= log.committed_offset:
                 break
-            out.parts.append(payload[start:end])
-            out.count += take
-            out.examined += take
-            nbytes += end - start
-            out.next_offset = h.base_offset + skip + take
-            if take < want:
+            chunk = _read_chunk(log, out.next_offset, max_bytes)
+            if chunk is None:
                 break
-            continue
-        p = start
-        for i in range(skip, h.record_count):
-            if out.count >= max_count:
-                break
-            (size,) = STORE_SIZE.unpack_from(payload, p)
-            if out.count and nbytes + size > max_bytes:
-                return out
-            props = decode_properties(stored_properties(payload, p))
-            if tag_filter.match_tags(props.get(PROPERTY_TAGS)):
-                out.parts.append(payload[p : p + size])
-                out.count += 1
-                nbytes += size
-            out.examined += 1
-            p += size
-            out.next_offset = h.base_offset + i + 1
-        if nbytes >= max_bytes:
+        scanned += _take(chunk, out, max_count, max_bytes, tag_filter)
+        if not chunk.exhausted:
+            if cache is not None:
+                cache.put(log, chunk)
             break
     return out
+
+
+def _take(chunk: Chunk, out: PullSlice, max_count: int, max_bytes: int, tag_filter: TagFilter) -> int:
+    """Matching messages from the chunk's cursor into ``out`` until ``max_count``, ``max_bytes``
+    or the chunk's end; moves the cursor past what it looked at. Returns the bytes looked at."""
+    data = chunk.data
+    scanned = 0
+    while not chunk.exhausted and out.count < max_count and out.nbytes < max_bytes:
+        h = parse_header(data, chunk.batch_pos)
+        batch_end = chunk.batch_pos + h.total_bytes
+        batch_next = h.base_offset + h.record_count  # the offset after this batch
+        start = chunk.msg_pos
+        if tag_filter.matches_all:
+            want = min(batch_next - chunk.next_offset, max_count - out.count)
+            if want == batch_next - chunk.next_offset and out.nbytes + batch_end - start <= max_bytes:
+                take, end = want, batch_end  # the whole (rest of the) batch: no walk
+            else:
+                take, end = _walk_budget(data, start, want, max_bytes - out.nbytes, first=not out.nbytes)
+            if take == 0:
+                break
+            out.parts.append(data[start:end])
+            out.count += take
+            out.examined += take
+            out.nbytes += end - start
+            stop = take < want
+        else:
+            take, end, stop = _take_filtered(data, start, batch_next - chunk.next_offset, out, max_count,
+                                             max_bytes, tag_filter)
+        scanned += end - start
+        chunk.next_offset += take
+        out.next_offset = chunk.next_offset
+        if chunk.next_offset == batch_next:
+            chunk.batch_pos = batch_end
+            chunk.msg_pos = batch_end + HEADER_BYTES
+        else:
+            chunk.msg_pos = end
+        if stop:
+            break
+    return scanned
+
+
+def _take_filtered(data: memoryview, pos: int, n: int, out: PullSlice, max_count: int, max_bytes: int,
+                   tag_filter: TagFilter) -> tuple[int, int, bool]:
+    """Up to ``n`` messages from ``pos``, the matching ones into ``out``: (messages looked at,
+    position after them, whether the response is full)."""
+    looked = 0
+    while looked < n:
+        if out.count >= max_count:
+            return looked, pos, True
+        (size,) = STORE_SIZE.unpack_from(data, pos)
+        if out.count and out.nbytes + size > max_bytes:
+            return looked, pos, True
+        props = decode_properties(stored_properties(data, pos))
+        if tag_filter.match_tags(props.get(PROPERTY_TAGS)):
+            out.parts.append(data[pos : pos + size])
+            out.count += 1
+            out.nbytes += size
+        out.examined += 1
+        looked += 1
+        pos += size
+    return looked, pos, out.nbytes >= max_bytes
 
 
 def read_one(log: Log, offset: int) -> bytes | None:

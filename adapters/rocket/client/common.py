@@ -23,6 +23,13 @@ class MessageQueue:
     broker_name: str
     queue_id: int
 
+    def __post_init__(self) -> None:
+        # Consumers look queues up per message (offset table, process queues): hash once.
+        object.__setattr__(self, "_hash", hash((self.topic, self.broker_name, self.queue_id)))
+
+    def __hash__(self) -> int:
+        return self._hash  # type: ignore[no-any-return, attr-defined]
+
     def to_json(self) -> dict[str, Any]:
         return {"topic": self.topic, "brokerName": self.broker_name, "queueId": self.queue_id}
 

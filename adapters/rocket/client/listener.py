@@ -95,6 +95,12 @@ async def call_listener(
         result = await loop.run_in_executor(executor, fn, list(msgs), context)
         if inspect.isawaitable(result):
             result = await result
+    return concurrently_status(result)
+
+
+def concurrently_status(result: object) -> ConsumeConcurrentlyStatus:
+    """What a concurrent listener's answer means: anything but a status (or its name) is
+    RECONSUME_LATER."""
     if isinstance(result, ConsumeConcurrentlyStatus):
         return result
     if isinstance(result, str) and result in ConsumeConcurrentlyStatus.__members__:

@@ -3,7 +3,10 @@
 The offset a consumer may commit for a queue is the lowest offset still in flight (or one past
 the highest pulled once nothing is), never the highest consumed: listeners finish out of order,
 and committing past a message still running would skip it after a crash. Pulls arrive in offset
-order, so a dict (insertion-ordered) keeps the lowest offset first without a sorted container.
+order, so a deque of the offsets put (increasing) finds the lowest one still in flight: removals
+only delete from the dict, and the commit offset drops the consumed offsets off the deque's
+front. Every offset enters and leaves the deque once: O(1) amortized per message, where asking
+a dict for its first key after many removals from its front walks over their empty slots.
 
 Orderly consumption (consume_orderly.py) adds a second stage, as RocketMQ's ProcessQueue does:
 ``take_messages`` moves the lowest messages to ``consuming``; ``commit`` forgets them and
@@ -17,14 +20,17 @@ and ``max_span`` (highest minus lowest waiting offset, RocketMQ's ``getMaxSpan``
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Iterable
 
+from ..lazy_message import body_len
 from ..message import Message
 
 
 class ProcessQueue:
     def __init__(self) -> None:
         self._msgs: dict[int, Message] = {}
+        self._order: deque[int] = deque()  # the offsets of _msgs, increasing (plus removed ones)
         self.queue_offset_max = -1
         self.msg_size = 0  # body bytes of every cached message (waiting and consuming)
         self.dropped = False
@@ -41,10 +47,12 @@ class ProcessQueue:
 
     def put_messages(self, msgs: Iterable[Message]) -> None:
         for msg in msgs:
-            if msg.queue_offset > self.queue_offset_max:
-                self._msgs[msg.queue_offset] = msg
-                self.queue_offset_max = msg.queue_offset
-                self.msg_size += len(msg.body)
+            offset = msg.queue_offset
+            if offset > self.queue_offset_max:
+                self._msgs[offset] = msg
+                self._order.append(offset)
+                self.queue_offset_max = offset
+                self.msg_size += body_len(msg)
 
     def remove_messages(self, msgs: Iterable[Message]) -> int:
         """Forget consumed messages; the offset now safe to commit, or -1 if none yet."""
@@ -53,12 +61,30 @@ class ProcessQueue:
         self.last_consume_timestamp_s = time.monotonic()
         for msg in msgs:
             if self._msgs.pop(msg.queue_offset, None) is not None:
-                self.msg_size -= len(msg.body)
+                self.msg_size -= body_len(msg)
         return self.commit_offset()
 
+    def remove_one(self, offset: int) -> int:
+        """``remove_messages`` of the message at ``offset`` (the common case: one message a
+        listener call), without the loop."""
+        live = self._msgs
+        if not live:
+            return -1
+        self.last_consume_timestamp_s = time.monotonic()
+        msg = live.pop(offset, None)
+        if msg is not None:
+            self.msg_size -= body_len(msg)
+        order = self._order
+        while order and order[0] not in live:
+            order.popleft()
+        return order[0] if order else self.queue_offset_max + 1
+
     def commit_offset(self) -> int:
-        if self._msgs:
-            return next(iter(self._msgs))
+        order, live = self._order, self._msgs
+        while order and order[0] not in live:
+            order.popleft()
+        if order:
+            return order[0]
         return self.queue_offset_max + 1 if self.queue_offset_max >= 0 else -1
 
     @property
@@ -70,6 +96,7 @@ class ProcessQueue:
 
     def clear(self) -> None:
         self._msgs.clear()
+        self._order.clear()
         self._consuming.clear()
         self.queue_offset_max = -1
         self.msg_size = 0
@@ -83,11 +110,13 @@ class ProcessQueue:
     def take_messages(self, n: int) -> list[Message]:
         """The ``n`` lowest waiting messages, moved to the consuming stage."""
         taken: list[Message] = []
-        while self._msgs and len(taken) < n:
-            offset = next(iter(self._msgs))
-            msg = self._msgs.pop(offset)
-            self._consuming[offset] = msg
-            taken.append(msg)
+        order, live = self._order, self._msgs
+        while live and len(taken) < n:
+            offset = order.popleft()
+            msg = live.pop(offset, None)
+            if msg is not None:
+                self._consuming[offset] = msg
+                taken.append(msg)
         if taken:
             self.last_consume_timestamp_s = time.monotonic()
         return taken
@@ -97,7 +126,7 @@ class ProcessQueue:
         if not self._consuming:
             return -1
         offset = max(self._consuming) + 1
-        self.msg_size -= sum(len(m.body) for m in self._consuming.values())
+        self.msg_size -= sum(body_len(m) for m in self._consuming.values())
         self._consuming.clear()
         return offset
 
@@ -106,6 +135,7 @@ class ProcessQueue:
         back = {m.queue_offset: m for m in msgs if self._consuming.pop(m.queue_offset, None) is not None}
         if back:
             self._msgs = dict(sorted({**self._msgs, **back}.items()))
+            self._order = deque(self._msgs)
 
     def rollback(self) -> None:
         """Everything consuming goes back to be consumed again."""

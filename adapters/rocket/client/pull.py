@@ -1,7 +1,8 @@
 """One PULL_MESSAGE round trip, shared by the push and the lite pull consumer.
 
-The broker filters by tag hash; ``pull_once`` decodes the body, inflates compressed bodies,
-restores retry messages' real topic and drops messages whose exact tag is not subscribed.
+The broker filters by tag hash; ``pull_once`` splits the body into messages decoded on first use
+(lazy_message.py), which then carry MIN_OFFSET/MAX_OFFSET, an inflated body and a retry message's
+real topic, and drops messages whose exact tag is not subscribed.
 
 Which broker of the queue's group is asked is RocketMQ's PullAPIWrapper rule: the broker id the
 last answer suggested for this queue (``suggestWhichBrokerId``; the master at first), found with
@@ -12,9 +13,11 @@ store it); an error answer from a slave sends the queue's next pull to the maste
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
-from ..message import PROPERTY_MAX_OFFSET, PROPERTY_MIN_OFFSET, Message, decode_stored
+from ..lazy_message import decode_stored_lazy
+from ..message import PROPERTY_MAX_OFFSET, PROPERTY_MIN_OFFSET, Message
 from ..remoting import RemotingError
 from ._msgutil import prepare_pulled
 from .api import PULL_FLAG_COMMIT_OFFSET, PULL_FLAG_SUBSCRIPTION, PULL_FLAG_SUSPEND
@@ -83,10 +86,15 @@ async def pull_once(
     instance.pull_from_which_node[mq] = raw.suggest_which_broker_id
     msgs: list[Message] = []
     if raw.pull_status == PullStatus.FOUND and raw.body:
-        for msg in decode_stored(raw.body):
-            if not subscription.matches(msg.tags):
-                continue
-            msg.properties[PROPERTY_MIN_OFFSET] = str(raw.min_offset)
-            msg.properties[PROPERTY_MAX_OFFSET] = str(raw.max_offset)
-            msgs.append(prepare_pulled(msg))
+        # Decoded when the listener first reads them (a count or an offset needs no decode).
+        msgs = decode_stored_lazy(raw.body, functools.partial(
+            _finish_pulled, str(raw.min_offset), str(raw.max_offset)))
+        if subscription.tags_set:  # the exact re-check of the broker's hash filter
+            msgs = [m for m in msgs if subscription.matches(m.tags)]
     return PullResult(raw.pull_status, raw.next_begin_offset, raw.min_offset, raw.max_offset, msgs)
+
+
+def _finish_pulled(min_offset: str, max_offset: str, msg: Message) -> None:
+    msg.properties[PROPERTY_MIN_OFFSET] = min_offset
+    msg.properties[PROPERTY_MAX_OFFSET] = max_offset
+    prepare_pulled(msg)

@@ -3,7 +3,8 @@
 "Push" is long polling underneath: one pull loop per owned queue asks the broker for up to
 ``pull_batch_size`` messages and lets it hold the request up to ``broker_suspend_max_time_ms``
 when there are none. Pulled messages go to a ProcessQueue and are handed to the listener in
-batches of ``consume_message_batch_max_size``, at most ``consume_thread_max`` at a time.
+batches of ``consume_message_batch_max_size`` by a pool of ``consume_thread_min`` to
+``consume_thread_max`` workers (consume_pool.py).
 
 Flow control (RocketMQ's thresholds, checked before each pull of a queue; a queue over one
 waits 50 ms and checks again): ``pull_threshold_for_queue`` messages cached (1000; a pull asks
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
 import logging
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,6 +46,7 @@ from .common import (
 )
 from .config import ClientConfig
 from .consume_orderly import LOCK_INTERVAL_MS, LOCK_MAX_LIVE_TIME_MS, ConsumeMessageOrderlyService
+from .consume_pool import ConsumePool
 from .consumer_base import ConsumerBase
 from .errors import MQClientError
 from .filter import build_subscription
@@ -52,12 +55,15 @@ from .listener import (
     Listener,
     MessageListenerOrderly,
     call_listener,
+    concurrently_status,
     listener_function,
 )
 from .process_queue import ProcessQueue
 from .pull import pull_once
 
 log = logging.getLogger(__name__)
+
+ConsumeRequest = tuple[MessageQueue, ProcessQueue, list[Message]]  # RocketMQ's ConsumeRequest
 
 PULL_DELAY_WHEN_FLOW_CONTROL_S = 0.05
 PULL_DELAY_WHEN_EXCEPTION_S = 3.0
@@ -122,9 +128,11 @@ class PushConsumer(ConsumerBase):
         self.pull_delay_when_exception_s = PULL_DELAY_WHEN_EXCEPTION_S
         self.consume_later_delay_s = CONSUME_LATER_DELAY_S
         self._listener_fn: Any = None
+        self._listener_async = False  # a coroutine function: awaited on the loop, no thread hop
         self._listener_orderly = False
         self._orderly: ConsumeMessageOrderlyService | None = None
-        self._consume_tasks: set[asyncio.Task[None]] = set()
+        self._pool: ConsumePool[ConsumeRequest] | None = None  # concurrent listeners
+        self._consume_tasks: set[asyncio.Task[None]] = set()  # orderly listeners
         self._semaphore: asyncio.Semaphore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._rebalance_lock: asyncio.Lock | None = None
@@ -142,6 +150,7 @@ class PushConsumer(ConsumerBase):
         """A MessageListenerOrderly subclass is consumed orderly; a plain function when
         ``orderly=True`` (it then gets a ConsumeOrderlyContext and answers ConsumeOrderlyStatus)."""
         self._listener_fn = listener_function(listener)
+        self._listener_async = inspect.iscoroutinefunction(self._listener_fn)
         self._listener_orderly = isinstance(listener, MessageListenerOrderly) if orderly is None else orderly
 
     @property
@@ -168,6 +177,10 @@ class PushConsumer(ConsumerBase):
         if self._listener_orderly:
             self._orderly = ConsumeMessageOrderlyService(self, self._listener_fn)
             self._orderly.start()
+        else:
+            self._pool = ConsumePool(self._consume, self.consume_thread_min, self.consume_thread_max,
+                                     name=f"consume-{self.group}")
+            self._pool.start()
         await self._update_routes(instance, self.subscriptions, quiet_topic=self.retry_topic)
         await instance.send_heartbeat_to_all_brokers()  # the broker makes the retry topic now
         await self.do_rebalance()
@@ -185,6 +198,10 @@ class PushConsumer(ConsumerBase):
             pq.dropped = True  # stops pull loops; running listeners may still finish
         await _cancel_all(list(self._pull_tasks.values()))
         self._pull_tasks.clear()
+        if self._pool is not None:
+            await self._pool.wait_idle(SHUTDOWN_WAIT_S)
+            await self._pool.close()
+            self._pool = None
         if self._consume_tasks:
             await asyncio.wait(list(self._consume_tasks), timeout=SHUTDOWN_WAIT_S)
         await _cancel_all(list(self._consume_tasks))
@@ -298,31 +315,48 @@ class PushConsumer(ConsumerBase):
         if self._orderly is not None:
             self._orderly.submit(mq, pq)  # its worker takes the messages from pq in order
             return
+        pool = self._pool
+        if pool is None:
+            return  # shut down
         size = self.consume_message_batch_max_size
-        for i in range(0, len(msgs), size):
-            batch = msgs[i : i + size]
-            task = asyncio.create_task(self._consume(mq, pq, batch, delay_s))
-            self._consume_tasks.add(task)
-            task.add_done_callback(self._consume_tasks.discard)
+        if size == 1:
+            requests = [(mq, pq, [m]) for m in msgs]
+        else:
+            requests = [(mq, pq, msgs[i : i + size]) for i in range(0, len(msgs), size)]
+        if not delay_s:
+            pool.submit_all(requests)
+            return
+        for request in requests:
+            pool.submit_later(request, delay_s)
 
-    async def _consume(self, mq: MessageQueue, pq: ProcessQueue, msgs: list[Message],
-                       delay_s: float) -> None:
-        if delay_s:
-            await asyncio.sleep(delay_s)
-        assert self._semaphore is not None and self._executor is not None
-        async with self._semaphore:
-            if pq.dropped:
-                return
-            context = ConsumeConcurrentlyContext(mq)
-            try:
+    async def _consume(self, request: ConsumeRequest) -> None:
+        mq, pq, msgs = request
+        if pq.dropped:
+            return
+        context = ConsumeConcurrentlyContext(mq)
+        try:
+            if self._listener_async:
+                status = await self._listener_fn(list(msgs), context)
+                if status is not ConsumeConcurrentlyStatus.CONSUME_SUCCESS:
+                    status = concurrently_status(status)
+            else:
+                assert self._executor is not None
                 status = await call_listener(self._listener_fn, msgs, context, self._executor)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("group %s: listener failed on %d messages of %s",
-                              self.group, len(msgs), mq)
-                status = ConsumeConcurrentlyStatus.RECONSUME_LATER
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("group %s: listener failed on %d messages of %s",
+                          self.group, len(msgs), mq)
+            status = ConsumeConcurrentlyStatus.RECONSUME_LATER
+        if status is ConsumeConcurrentlyStatus.CONSUME_SUCCESS and context.ack_index >= len(msgs) - 1:
+            self._consumed(mq, pq, msgs)  # the common case: all of them done
+            return
         await self._process_consume_result(mq, pq, msgs, status, context)
+
+    def _consumed(self, mq: MessageQueue, pq: ProcessQueue, msgs: list[Message]) -> None:
+        offset = pq.remove_one(msgs[0].queue_offset) if len(msgs) == 1 else pq.remove_messages(msgs)
+        if offset >= 0 and not pq.dropped and self._offset_store is not None:
+            self._offset_store.update_offset(mq, offset, increase_only=True)
 
     async def _process_consume_result(
         self, mq: MessageQueue, pq: ProcessQueue, msgs: list[Message],
@@ -344,10 +378,7 @@ class PushConsumer(ConsumerBase):
                     msg.reconsume_times += 1
                     keep.append(msg)
         kept = {id(m) for m in keep}
-        done = [m for m in msgs if id(m) not in kept]
-        offset = pq.remove_messages(done)
-        if offset >= 0 and not pq.dropped and self._offset_store is not None:
-            self._offset_store.update_offset(mq, offset, increase_only=True)
+        self._consumed(mq, pq, [m for m in msgs if id(m) not in kept])
         if keep and not pq.dropped:
             self._submit(mq, pq, keep, delay_s=self.consume_later_delay_s)
 

@@ -57,6 +57,45 @@ async def test_offsets_and_messages_survive_restart(driver: Driver, serve: Serve
     assert r.code == 0 and r.ext_fields["queueOffset"] == "5"
 
 
+async def pull_committing(d: Driver, topic: str, qid: int, offset: int, commit_offset: int) -> None:
+    """A pull that carries the consumer's offset (sysFlag commitOffset | subscription)."""
+    resp = await d.call(RequestCode.PULL_MESSAGE, {
+        "consumerGroup": "CG", "topic": topic, "queueId": qid, "queueOffset": offset, "maxMsgNums": 1,
+        "sysFlag": 0x1 | 0x4, "commitOffset": commit_offset, "suspendTimeoutMillis": 0,
+        "subscription": "*", "subVersion": 0, "expressionType": "TAG"})
+    assert resp.code == 0, resp.remark
+
+
+def saved_offsets(serve: ServeProcess) -> dict[str, dict[str, int]]:
+    path = serve.data_dir / "config" / "consumerOffset.json"
+    return orjson.loads(path.read_bytes())["offsetTable"] if path.exists() else {}
+
+
+async def test_offsets_committed_on_pulls_survive_a_graceful_restart(driver: Driver, serve: ServeProcess) -> None:
+    await driver.create_topic("TP", 1)
+    await fill(driver, "TP", 5)
+    await pull_committing(driver, "TP", 0, 3, 3)
+    assert await query(driver, "TP", 0) == 3  # in memory at once
+    serve.restart(signal.SIGTERM)  # a graceful stop saves what the last flush did not
+    await driver.reconnect()
+    assert await query(driver, "TP", 0) == 3
+
+
+async def test_offsets_committed_on_pulls_are_saved_within_the_flush_interval(
+        driver: Driver, serve: ServeProcess) -> None:
+    """flushConsumerOffsetInterval (5 s): then even a SIGKILL keeps them."""
+    await driver.create_topic("TF", 1)
+    await fill(driver, "TF", 5)
+    await pull_committing(driver, "TF", 0, 4, 4)
+    start = time.monotonic()
+    while saved_offsets(serve).get("TF@CG", {}).get("0") != 4:
+        assert time.monotonic() - start < 5.0 + 1.0, saved_offsets(serve)
+        await asyncio.sleep(0.05)
+    serve.restart(signal.SIGKILL)
+    await driver.reconnect()
+    assert await query(driver, "TF", 0) == 4
+
+
 async def test_query_offset_of_unknown_group(driver: Driver) -> None:
     await driver.create_topic("TQ", 1)
     assert await query(driver, "TQ", 0, "fresh") == 0  # a young queue: start at 0, as RocketMQ does
