@@ -1,4 +1,5 @@
 """``python -m fuzz run --seconds N [--seed S] [--canary NAME] [--keep-going]``
+``python -m fuzz replication [--seeds A:B] [--fault-seconds S]``
 
 Runs random crash-recovery cases (``fuzz.workload``) for N seconds, printing the operations,
 crashes and distinct crash states checked. A violation prints the case's seed (``--seed``
@@ -26,7 +27,12 @@ def main(argv: list[str] | None = None) -> int:
                      help="plant this bug first; the run must then fail")
     run.add_argument("--keep-going", action="store_true", help="do not stop at the first violation")
     run.add_argument("--trace", type=int, default=25, help="operations shown before a violation")
+    repl = sub.add_parser("replication", help="seeded replication simulations (fuzz/replication.py)")
+    repl.add_argument("--seeds", default="1:101", help="A:B runs seeds A..B-1 (default 1:101)")
+    repl.add_argument("--fault-seconds", type=float, default=8.0, help="virtual seconds of faults per seed")
     args = parser.parse_args(argv)
+    if args.command == "replication":
+        return run_replication(args.seeds, args.fault_seconds)
 
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1 << 32)
     import fuzz.harness as harness
@@ -43,6 +49,28 @@ def main(argv: list[str] | None = None) -> int:
     for case, _msg in result.failures:
         print(f"FAILED seed={case} (replay: python -m fuzz run --seed {case} --seconds 1)")
     return 1 if result.failures else 0
+
+
+def run_replication(seeds: str, fault_s: float) -> int:
+    import logging
+
+    from fuzz.replication import Violation, run_seed
+
+    logging.disable(logging.WARNING)
+    first, _, last = seeds.partition(":")
+    lo, hi = int(first), int(last or int(first) + 1)
+    started = time.monotonic()
+    failures = 0
+    for seed in range(lo, hi):
+        try:
+            stats = run_seed(seed, fault_s)
+        except Violation as exc:
+            failures += 1
+            print(f"FAILED {exc}\n(replay: python -m fuzz replication --seeds {seed})", flush=True)
+            continue
+        print(f"seed {seed}: {stats.line()}", flush=True)
+    print(f"done in {time.monotonic() - started:.1f} s: seeds={hi - lo} violations={failures}")
+    return 1 if failures else 0
 
 
 if __name__ == "__main__":

@@ -4,12 +4,21 @@ file of the store uses.
 Layout: one ASCII line ``logstore-checkpoint <version> <crc32c of the JSON as 8 hex digits>``,
 then UTF-8 JSON::
 
-    {"journal_start": 7,
-     "logs": {"orders-0": {"recovery_point": 1200, "log_start_offset": 0}, ...}}
+    {"journal_start": 7, "leader_epoch": 3, "may_lead": true,
+     "logs": {"orders-0": {"recovery_point": 1200, "log_start_offset": 0,
+                           "high_watermark": 1100, "epochs": [[0, 0], [3, 1050]]}, ...}}
 
 ``recovery_point`` is an offset below which the log's data was fsynced before this file was
 written: recovery scans from there, and damage below it is corruption, never a torn tail.
 ``journal_start`` names the first journal file recovery must replay (``journal.py``).
+
+Replication state (``logstore/replication``) rides in the same file, so it is as atomic as the
+recovery point it must agree with: ``leader_epoch`` is the store's current leader epoch (a
+promotion persists it before its first append), ``may_lead`` is false while the replica holds a
+log that recovery cut and it has not caught up with a leader since; per log ``high_watermark``
+(the offset every in-sync replica had) and ``epochs``, the leader-epoch cache (``epochs.py``).
+The four are optional: a file written before replication existed reads as epoch 0, may lead,
+high watermark 0 and an empty epoch cache (rebuilt from the batches).
 
 Written by :func:`write_atomic`: write ``name.tmp``, fsync it, rename over ``name``, fsync the
 directory. A crash leaves the old file or the new one, never a mix; the CRC catches a disk
@@ -36,12 +45,16 @@ VERSION = 1
 class LogCheckpoint:
     recovery_point: int = 0
     log_start_offset: int = 0
+    high_watermark: int = 0
+    epochs: list[tuple[int, int]] = field(default_factory=list)
 
 
 @dataclass
 class Checkpoint:
     journal_start: int = 0
     logs: dict[str, LogCheckpoint] = field(default_factory=dict)
+    leader_epoch: int = 0
+    may_lead: bool = True
 
 
 def write_atomic(io: IO, path: str, data: bytes) -> None:
@@ -61,8 +74,13 @@ def encode(cp: Checkpoint) -> bytes:
     body = json.dumps(
         {
             "journal_start": cp.journal_start,
+            "leader_epoch": cp.leader_epoch,
+            "may_lead": cp.may_lead,
             "logs": {
-                name: {"recovery_point": lc.recovery_point, "log_start_offset": lc.log_start_offset}
+                name: {
+                    "recovery_point": lc.recovery_point, "log_start_offset": lc.log_start_offset,
+                    "high_watermark": lc.high_watermark, "epochs": [list(e) for e in lc.epochs],
+                }
                 for name, lc in sorted(cp.logs.items())
             },
         },
@@ -82,9 +100,14 @@ def decode(raw: bytes, path: str) -> Checkpoint:
     return Checkpoint(
         journal_start=int(doc["journal_start"]),
         logs={
-            name: LogCheckpoint(int(v["recovery_point"]), int(v["log_start_offset"]))
+            name: LogCheckpoint(
+                int(v["recovery_point"]), int(v["log_start_offset"]), int(v.get("high_watermark", 0)),
+                [(int(e), int(o)) for e, o in v.get("epochs", [])],
+            )
             for name, v in doc["logs"].items()
         },
+        leader_epoch=int(doc.get("leader_epoch", 0)),
+        may_lead=bool(doc.get("may_lead", True)),
     )
 
 

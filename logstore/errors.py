@@ -60,3 +60,26 @@ class InvalidNameError(LogstoreError):
 
 class ClosedError(LogstoreError):
     """The store or log is closed."""
+
+
+class ReplicationError(LogstoreError):
+    """Replication between a leader and a follower failed; the follower retries (with backoff)
+    unless the error says otherwise."""
+
+    retriable = True
+
+
+class ProtocolError(ReplicationError):
+    """A replication frame is malformed or too large. The connection is closed."""
+
+
+class FencedError(ReplicationError):
+    """A leader epoch check failed: this node or its peer is a stale leader (RELIABILITY.md
+    class 10). Data from the stale side is refused."""
+
+
+class NotEligibleError(ReplicationError):
+    """This replica may not lead: recovery cut data from it and it has not caught up with a
+    leader since (RELIABILITY.md class 5)."""
+
+    retriable = False

@@ -17,8 +17,10 @@ from typing import Any, NamedTuple, Protocol, TypeVar
 from logstore import batch as rb
 from logstore.batch import BatchHeader, Record
 from logstore.config import FLUSH_SYNC, LogConfig
+from logstore.epochs import EpochCache
 from logstore.errors import (
     ClosedError,
+    InvalidBatchError,
     LogFailedError,
     LogstoreError,
     OffsetOutOfRangeError,
@@ -107,7 +109,14 @@ class Log:
         self.unflushed_bytes = 0
         self.last_flush_ms = hooks.clock.now_ms()
         self._waiters: list[asyncio.Future[None]] = []
+        self._watchers: dict[asyncio.Event, None] = {}  # ordered: the simulation replays exactly
         self._bases = [s.base_offset for s in self.segments]
+        # Replication (logstore/replication): the epoch appends are stamped with, the
+        # epoch -> start offset cache over the stamps, and the offset every in-sync replica
+        # has (kept by the leader's LeaderState, or learnt from the leader by a follower).
+        self.leader_epoch = 0
+        self.epochs = EpochCache()
+        self.high_watermark = 0
 
     @property
     def is_sync(self) -> bool:
@@ -128,16 +137,17 @@ class Log:
         if self.failure is not None:
             raise LogFailedError(f"log {self.name} is fail-stopped: {self.failure}") from self.failure
 
-    async def append(self, batch: Buffer, *, leader_epoch: int = 0) -> AppendResult:
+    async def append(self, batch: Buffer, *, leader_epoch: int | None = None) -> AppendResult:
         """Append one encoded batch (from :func:`logstore.batch.build_batch`). The log assigns
-        its offsets. Returns when the batch is acknowledged under the log's flush policy."""
+        its offsets and stamps the leader epoch (the log's current one unless given). Returns
+        when the batch is acknowledged under the log's flush policy."""
         result, durable = self.start_append(batch, leader_epoch=leader_epoch)
         if durable is not None:
             await durable
             self.check_acknowledged(result)
         return result
 
-    def start_append(self, batch: Buffer, *, leader_epoch: int = 0) -> tuple[AppendResult, asyncio.Future[None] | None]:
+    def start_append(self, batch: Buffer, *, leader_epoch: int | None = None) -> tuple[AppendResult, asyncio.Future[None] | None]:
         """The part of :meth:`append` that does not wait: validate, assign the offsets, write
         (``async``) or queue for the next group commit (``sync``). Offsets are assigned here,
         so a caller that reads ``assigned_offset`` and calls this with no await in between
@@ -147,6 +157,10 @@ class Log:
         if self.failure is not None or self.closed:
             self._check_writable()
         count, batch_length, max_ts = rb.validate_for_append(batch, self.config.batch_bytes_max)
+        if leader_epoch is None:
+            leader_epoch = self.leader_epoch
+        if leader_epoch != self.epochs.last_epoch:
+            self._note_epoch(leader_epoch, self.assigned_offset)
         total = len(batch)
         base = self.assigned_offset
         next_offset = self.assigned_offset = base + count
@@ -162,6 +176,53 @@ class Log:
         self.commit()
         self.hooks.note_async_write(self)
         return result, None
+
+    def _note_epoch(self, epoch: int, base_offset: int) -> None:
+        if epoch < self.epochs.last_epoch:
+            raise LogstoreError(f"leader epoch {epoch} is below epoch {self.epochs.last_epoch} "
+                                f"already in log {self.name}")
+        self.epochs.assign(epoch, base_offset)
+
+    def append_replicated(self, data: Buffer) -> int:
+        """A follower's append: whole batches fetched from the leader, stamped there (offsets and
+        epochs kept as they are). Every batch is checked (structure, CRC, size limit, offsets
+        continuing this log's end, epochs never going down) before any is written: a bad one
+        raises InvalidBatchError and nothing is written. Written to the page cache and visible
+        at once (as an ``async`` append); the caller flushes when the log's policy asks for
+        durability before the leader is told. Returns the new end offset."""
+        self._check_writable()
+        if self.assigned_offset != self.end_offset:
+            raise LogstoreError(f"log {self.name} has leader appends in flight; it cannot follow")
+        view = memoryview(data)
+        items: list[tuple[list[Buffer], int, int, int]] = []
+        epochs: list[tuple[int, int]] = []
+        expected, last_epoch, pos = self.end_offset, self.epochs.last_epoch, 0
+        while pos < len(view):
+            h = rb.validate(view, pos, limit=self.config.batch_bytes_max)
+            if h.base_offset != expected:
+                raise InvalidBatchError(f"replicated batch at offset {h.base_offset} where log {self.name} "
+                                        f"expects {expected}")
+            if h.leader_epoch < last_epoch:
+                raise InvalidBatchError(f"replicated batch of epoch {h.leader_epoch} after epoch {last_epoch}")
+            if h.leader_epoch > last_epoch:
+                epochs.append((h.leader_epoch, h.base_offset))
+                last_epoch = h.leader_epoch
+            items.append(([view[pos : pos + h.total_bytes]], h.total_bytes, h.next_offset, h.max_timestamp_ms))
+            expected = h.next_offset
+            pos += h.total_bytes
+        if not items:
+            return self.end_offset
+        for epoch, start in epochs:
+            self.epochs.assign(epoch, start)
+        try:
+            self.write_many(items)
+        except OSError as exc:
+            self.fail(exc)
+            raise LogFailedError(f"write to log {self.name} failed: {exc}") from exc
+        self.assigned_offset = self.end_offset
+        self.commit()
+        self.hooks.note_async_write(self)
+        return self.end_offset
 
     def check_acknowledged(self, result: AppendResult) -> None:
         """After a sync append's round future resolved: raise if the round did not cover it."""
@@ -234,6 +295,27 @@ class Log:
         for w in waiters:
             if not w.done():
                 w.set_result(None)
+        if self._watchers:
+            self._wake_watchers()
+
+    def _wake_watchers(self) -> None:
+        for ev in self._watchers:
+            ev.set()
+
+    def add_watcher(self, event: asyncio.Event) -> None:
+        """Set ``event`` at every commit, truncation and high-watermark advance until removed
+        (one event can watch many logs: a replica fetch long-polls them all)."""
+        self._watchers[event] = None
+
+    def remove_watcher(self, event: asyncio.Event) -> None:
+        self._watchers.pop(event, None)
+
+    def set_high_watermark(self, offset: int) -> None:
+        """Move the high watermark (never past the end), waking watchers when it moves."""
+        offset = min(offset, self.end_offset)
+        if offset != self.high_watermark:
+            self.high_watermark = offset
+            self._wake_watchers()
 
     def fail(self, exc: BaseException) -> None:
         """Fail-stop: no retry, every later append gets LogFailedError."""
@@ -402,6 +484,8 @@ class Log:
                 f"truncate to {offset} would cut the batch holding the log start {self.log_start_offset} of log {self.name}"
             )
         self.recovery_point = min(self.recovery_point, new_end)
+        self.epochs.truncate_from_end(new_end)  # persisted with the rp: no epoch past the data
+        self.high_watermark = min(self.high_watermark, new_end)
         await self.hooks.write_checkpoint()  # rp first: a crash now never resurrects the tail
         try:  # any error from here on leaves memory and files disagreeing: fail-stop
             for later in self.segments[i + 1 :]:
@@ -427,6 +511,7 @@ class Log:
         offset = max(offset, self.log_start_offset)  # an earlier call that failed to persist
         await self._flush_through(offset)
         self.log_start_offset = offset
+        self.epochs.truncate_from_start(offset)
         await self._drop_segments_below(offset)
         return offset
 
@@ -448,6 +533,7 @@ class Log:
             start = self.segments[drop].base_offset
             await self._flush_through(start)
             self.log_start_offset = max(self.log_start_offset, start)
+            self.epochs.truncate_from_start(self.log_start_offset)
             await self._drop_segments_below(self.log_start_offset)
         return drop
 
@@ -466,6 +552,57 @@ class Log:
         if drop:
             await self.hooks.run_blocking(lambda: self.io.fsync_dir(self.directory))
 
+    # -- recovery of the replication state -----------------------------------------------------
+
+    def _headers_from(self, offset: int) -> Iterator[BatchHeader]:
+        """Headers (no CRC check: recovery validated the data) of the batches from the one
+        holding ``offset`` to the end."""
+        if offset >= self.end_offset:
+            return
+        i = self._segment_index(offset)
+        found = self.segments[i].locate(offset, self.segments[i].size)
+        pos = found[0] if found is not None else self.segments[i].size
+        for seg in self.segments[i:]:
+            for _p, h in seg.walk(pos, seg.size):
+                yield h
+            pos = 0
+
+    def recover_epochs(self, entries: list[tuple[int, int]], scan_from: int) -> bool:
+        """Rebuild the epoch cache after recovery: the persisted ``entries`` cut to the data,
+        extended by the batches from ``scan_from`` (data the checkpoint may not cover), each
+        entry checked against the batch at its start. When one disagrees the whole cache is
+        rebuilt from batch headers (returns True)."""
+        self.epochs = EpochCache()
+        try:
+            for epoch, start in entries:
+                # an epoch may start at the end: a leader that has not appended in it yet
+                if start <= self.end_offset:
+                    self.epochs.assign(epoch, start)
+        except ValueError:
+            return self._rebuild_epochs()
+        self.epochs.truncate_from_start(self.log_start_offset)
+        for h in self._headers_from(max(self.log_start_offset, min(scan_from, self.end_offset))):
+            if h.leader_epoch < self.epochs.last_epoch and h.base_offset >= scan_from:
+                return self._rebuild_epochs()
+            if h.leader_epoch > self.epochs.last_epoch:
+                self.epochs.assign(h.leader_epoch, max(h.base_offset, self.log_start_offset))
+        for epoch, start in self.epochs.entries():
+            if start == self.end_offset:
+                continue
+            first = next(self._headers_from(start), None)
+            if first is None or first.leader_epoch != epoch or (start > self.log_start_offset and first.base_offset != start):
+                return self._rebuild_epochs()
+        if self.end_offset > self.log_start_offset and not len(self.epochs):
+            return self._rebuild_epochs()
+        return False
+
+    def _rebuild_epochs(self) -> bool:
+        self.epochs = EpochCache()
+        for h in self._headers_from(self.log_start_offset):
+            if h.leader_epoch > self.epochs.last_epoch:
+                self.epochs.assign(h.leader_epoch, max(h.base_offset, self.log_start_offset))
+        return True
+
     def size_bytes(self) -> int:
         return sum(s.size for s in self.segments)
 
@@ -476,6 +613,7 @@ class Log:
         for w in self._waiters:
             if not w.done():
                 w.set_result(None)
+        self._wake_watchers()
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -56,6 +56,7 @@ class LogRecovery:
     deleted_segments: list[str] = field(default_factory=list)
     replayed_batches: int = 0
     end_offset: int = 0
+    epochs_rebuilt: bool = False  # the leader-epoch cache disagreed with the batches
 
     @property
     def bytes_cut(self) -> int:

@@ -42,6 +42,7 @@ from logstore.errors import (
     LogExistsError,
     LogFailedError,
     LogNotFoundError,
+    LogstoreError,
     StoreLockedError,
 )
 from logstore.io import IO, Buffer, Clock, Lock, RealIO, SystemClock
@@ -110,6 +111,12 @@ class Store:
         self.journal: jn.JournalWriter | None = None
         self._spares: list[int] = []  # retired journal sequences kept for recycling
         self.report = RecoveryReport(clean=False)
+        # Replication state, persisted in the checkpoint: the leader epoch appends are stamped
+        # with (raised by a promotion, or learnt from a leader), and whether this replica may
+        # lead (false after a recovery that cut data, until it has caught up with a leader).
+        self.leader_epoch = 0
+        self.may_lead = True
+        self.catalog_version = 0  # bumped by create_log and delete_log (followers LIST again)
         self.failure: BaseException | None = None
         self.closed = False
         # Queued sync appends, in rounds; each round's appends share one future.
@@ -152,6 +159,7 @@ class Store:
         clean = self.io.exists(marker)
         self.report = RecoveryReport(clean=clean)
         self.journal_start = cp.journal_start
+        self.leader_epoch = cp.leader_epoch
         logs_dir = posixpath.join(self.root, "logs")
         for name in self.io.listdir(logs_dir):
             directory = log_directory(self.root, name)
@@ -173,6 +181,7 @@ class Store:
         # its directory entry must not vanish in a later crash.
         self.io.fsync_dir(logs_dir)
         replayed = self._replay_journal(clean)
+        self._recover_replication(cp)
         if clean:
             self.io.unlink(marker)
         seqs = jn.list_files(self.io, self.root)
@@ -194,6 +203,31 @@ class Store:
         self._write_checkpoint_now()
         self._delete_old_journals()
         self.io.fsync_dir(self.root)
+
+    def _recover_replication(self, cp: ckpt.Checkpoint) -> None:
+        """Epoch caches checked against (and extended by) the recovered batches, high
+        watermarks no further than the data, and ``may_lead`` cleared when recovery cut
+        anything a leader may have counted on (RELIABILITY.md class 5)."""
+        for name, log in self.logs.items():
+            lc = cp.logs.get(name)
+            log.leader_epoch = self.leader_epoch
+            rebuilt = log.recover_epochs(lc.epochs if lc else [], lc.recovery_point if lc else log.log_start_offset)
+            self.report.logs[name].epochs_rebuilt = rebuilt
+            log.high_watermark = min(lc.high_watermark if lc else 0, log.end_offset)
+            # batches stamped with an epoch whose checkpoint was lost: the data wins
+            self.leader_epoch = max(self.leader_epoch, log.epochs.last_epoch)
+        for log in self.logs.values():
+            log.leader_epoch = self.leader_epoch
+        # A sync log's cut tail was never visible (readers and followers see only what the
+        # journal's fsync covered, and replay restored that). An async log's tail may have been
+        # seen, counted by a leader's high watermark, and lost: cut as torn, or dropped whole by
+        # the crash without a trace. So any unclean open with an async log holding data makes
+        # this replica ineligible to lead until it has caught up with a leader (the "last
+        # replica standing" of KIP-966).
+        clean = self.report.clean and not self.report.bytes_cut
+        lost = not clean and any(not lg.is_sync and lg.end_offset > lg.log_start_offset for lg in self.logs.values())
+        lost = lost or any(r.bytes_cut and not self.logs[n].is_sync for n, r in self.report.logs.items())
+        self.may_lead = cp.may_lead and not lost
 
     def _remove_unfinished_log(self, directory: str) -> None:
         """A create_log that failed before its config was durable leaves a directory the store
@@ -310,8 +344,10 @@ class Store:
         except KeyError:
             raise LogNotFoundError(f"no log named {name!r}") from None
 
-    async def create_log(self, name: str, config: LogConfig | None = None) -> Log:
-        """Create a log (durably: its directory and config survive a crash once this returns)."""
+    async def create_log(self, name: str, config: LogConfig | None = None, *, start_offset: int = 0) -> Log:
+        """Create a log (durably: its directory and config survive a crash once this returns).
+        ``start_offset``: its first offset (a follower copying a leader whose log starts
+        there; recovery without a checkpoint entry takes the first segment's base)."""
         self._check_open()
         check_name(name)
         if name in self.logs:
@@ -321,10 +357,15 @@ class Store:
         if not self.io.exists(directory):
             self.io.mkdir(directory)
         ckpt.write_atomic(self.io, posixpath.join(directory, CONFIG_NAME), config.to_json())
-        log = Log(self, name, directory, config, [], 0, 0)
+        if start_offset < 0:
+            raise LogstoreError(f"start offset {start_offset} is negative")
+        log = Log(self, name, directory, config, [], start_offset, start_offset)
+        log.leader_epoch = self.leader_epoch
+        log.high_watermark = start_offset
         log.take_dirty()
         await self.run_blocking(lambda: self._sync_new_log(log))
         self.logs[name] = log
+        self.catalog_version += 1
         return log
 
     def _sync_new_log(self, log: Log) -> None:
@@ -339,6 +380,7 @@ class Store:
         log = self.log(name)
         await self._drain()
         del self.logs[name]
+        self.catalog_version += 1
         log.close_files()
         for entry in self.io.listdir(log.directory):
             self.io.unlink(posixpath.join(log.directory, entry))
@@ -395,14 +437,56 @@ class Store:
         async with self._checkpoint_lock:
             await self.run_blocking(self._write_checkpoint_now)
 
-    def _write_checkpoint_now(self) -> None:
+    def _write_checkpoint_now(self, *, leader_epoch: int | None = None, may_lead: bool | None = None) -> None:
         cp = ckpt.Checkpoint(
             journal_start=self.journal_start,
-            logs={n: ckpt.LogCheckpoint(lg.recovery_point, lg.log_start_offset) for n, lg in self.logs.items()},
+            logs={
+                n: ckpt.LogCheckpoint(lg.recovery_point, lg.log_start_offset,
+                                      min(lg.high_watermark, lg.recovery_point), lg.epochs.entries())
+                for n, lg in self.logs.items()
+            },
+            leader_epoch=self.leader_epoch if leader_epoch is None else leader_epoch,
+            may_lead=self.may_lead if may_lead is None else may_lead,
         )
         ckpt.write(self.io, self.root, cp)
         for name, lc in cp.logs.items():
             self.logs[name].persisted_log_start = lc.log_start_offset
+
+    async def begin_leader_epoch(self, epoch: int) -> None:
+        """Lead in ``epoch``: every log's epoch cache starts it at the log's end (Kafka does so
+        at election, so a follower holding a tail of an older epoch past that point learns it
+        diverged even before the new leader appended anything), and the checkpoint holding
+        it is written before any append is stamped with it. Only upwards."""
+        if epoch <= self.leader_epoch:
+            raise LogstoreError(f"leader epoch {epoch} is not above the current {self.leader_epoch}")
+        async with self._checkpoint_lock:
+            # Stamped appends wait for the checkpoint; the cache entries are set without an
+            # await between them and the offsets they name.
+            for log in self.logs.values():
+                log.epochs.assign(epoch, log.assigned_offset)
+            await self.run_blocking(lambda: self._write_checkpoint_now(leader_epoch=epoch))
+        self.leader_epoch = epoch
+        for log in self.logs.values():
+            log.leader_epoch = epoch
+
+    async def observe_leader_epoch(self, epoch: int) -> None:
+        """A follower saw a leader of ``epoch``: remember it durably (fencing older leaders).
+        The follower's epoch caches come from the batches it copies, not from this."""
+        if epoch <= self.leader_epoch:
+            return
+        async with self._checkpoint_lock:
+            await self.run_blocking(lambda: self._write_checkpoint_now(leader_epoch=epoch))
+        self.leader_epoch = epoch
+        for log in self.logs.values():
+            log.leader_epoch = epoch
+
+    async def set_may_lead(self, may_lead: bool) -> None:
+        """Persist whether this replica may lead (see ``may_lead``)."""
+        if may_lead == self.may_lead:
+            return
+        async with self._checkpoint_lock:
+            await self.run_blocking(lambda: self._write_checkpoint_now(may_lead=may_lead))
+        self.may_lead = may_lead
 
     async def checkpoint(self) -> None:
         """fsync every log, persist recovery points, and retire journal files they cover."""

@@ -4,6 +4,7 @@
     logstore bench read     [--size 1G] [--fetch-bytes 1M]
     logstore bench recovery [--size 1G]
     logstore bench rocket   [--quick] [--backlog N] ...  (the RocketMQ adapter: tools.bench_rocket)
+    logstore bench replication [--seconds 2] ...  (2 followers on localhost: tools.bench_replication)
     python -m tools.bench ...            (the same)
 
 The machine is shared and noisy, so every figure is compared only with a baseline taken in the
@@ -846,6 +847,10 @@ def main(argv: list[str] | None = None) -> int:
         from tools import bench_rocket
 
         return bench_rocket.main(argv[1:])
+    if argv[:1] == ["replication"]:  # leader + 2 followers on localhost: tools.bench_replication
+        from tools import bench_replication
+
+        return bench_replication.main(argv[1:])
     args = build_parser().parse_args(argv)
     if args.repeat < 1 or args.size < 1 or args.record_bytes < 0 or args.batch_bytes < 1:
         print(
