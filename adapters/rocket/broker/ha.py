@@ -15,12 +15,19 @@ Roles (broker.conf ``brokerRole``):
   slaves learn it, the haServerAddr in the name server's REGISTER_BROKER answer.
 * promotion (``logstore admin promoteSlave``): stop following, bump the leader epoch, serve.
 
+What consumers may read (``readable_end``): a SYNC_MASTER and every slave serve a queue only up
+to its high watermark, what every in-sync replica has (a slave knows the master's from its last
+fetch). Past it a message may still vanish in a failover, and a read of it would show an offset
+that later holds another message (Kafka's rule; RocketMQ 5's confirmOffset in controller mode).
+An ASYNC_MASTER serves everything it stored: it acknowledged that without the slaves anyway.
+
 Every log is replicated except the broker's local ones (names starting with "."; the key
 index, which each broker builds from the messages it has).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import TYPE_CHECKING
 
@@ -30,6 +37,8 @@ from logstore.replication import Follower, LeaderState, ReplicaServer, promote
 from .config import SYNC_MASTER
 
 if TYPE_CHECKING:
+    from logstore import Log
+
     from .broker import Broker
     from .config import BrokerConfig
 
@@ -155,6 +164,39 @@ class HAService:
             self.sync_timeouts += 1
             return ResponseCode.FLUSH_SLAVE_TIMEOUT, "wait for slave timeout"
         return ResponseCode.SUCCESS, None
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def bounds_reads(self) -> bool:
+        """Whether consumers read only up to the high watermark (SYNC_MASTER, slave)."""
+        return self.config.is_slave or self.config.broker_role == SYNC_MASTER
+
+    def readable_end(self, qlog: Log) -> int:
+        """The end of what a consumer may read of ``qlog`` (exclusive)."""
+        if self.config.is_slave:
+            return min(qlog.high_watermark, qlog.committed_offset)
+        if self.config.broker_role == SYNC_MASTER and self.server is not None:
+            return min(self.server.high_watermark(qlog.name), qlog.committed_offset)
+        return qlog.committed_offset
+
+    async def wait_readable(self, qlog: Log, offset: int, timeout_s: float) -> bool:
+        """Wait until the message at ``offset`` is readable (``readable_end``) or the timeout
+        passes; whether it is. Woken by every commit, truncation and high-watermark move."""
+        if not self.bounds_reads():
+            return await qlog.wait_for(offset, timeout_s)
+        event = asyncio.Event()
+        qlog.add_watcher(event)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    event.clear()
+                    if self.readable_end(qlog) > offset:
+                        return True
+                    await event.wait()
+        except TimeoutError:
+            return self.readable_end(qlog) > offset
+        finally:
+            qlog.remove_watcher(event)
 
     # -- views -------------------------------------------------------------------------------------
 

@@ -76,9 +76,13 @@ def _walk_budget(payload: memoryview, pos: int, n: int, budget: int, first: bool
     return taken, pos
 
 
-def read_messages(log: Log, offset: int, max_count: int, max_bytes: int, tag_filter: TagFilter) -> PullSlice:
+def read_messages(log: Log, offset: int, max_count: int, max_bytes: int, tag_filter: TagFilter,
+                  end_offset: int | None = None) -> PullSlice:
     """Messages from ``offset`` (which must be within [log start, committed end)): at most
-    ``max_count`` matching messages, about ``max_bytes`` (at least one message)."""
+    ``max_count`` matching messages, about ``max_bytes`` (at least one message), none at or
+    past ``end_offset`` (default: the committed end; a broker group's readable end is lower)."""
+    if end_offset is not None:
+        max_count = min(max_count, end_offset - offset)  # one message per queue offset
     result = log.read(offset, max_bytes)
     data = memoryview(result.data())
     out = PullSlice(next_offset=offset)
@@ -110,8 +114,8 @@ def read_messages(log: Log, offset: int, max_count: int, max_bytes: int, tag_fil
             continue
         p = start
         for i in range(skip, h.record_count):
-            if out.count >= max_count:
-                break
+            if out.count >= max_count or (end_offset is not None and h.base_offset + i >= end_offset):
+                return out
             (size,) = STORE_SIZE.unpack_from(payload, p)
             if out.count and nbytes + size > max_bytes:
                 return out
