@@ -50,6 +50,16 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.close()
 
 
+def log_tails(cluster: Cluster, lines: int = 25) -> str:
+    """The replication lines of each broker's log, for a failure message."""
+    out = []
+    for path in sorted(cluster.root.glob("*.log")):
+        text = [ln for ln in path.read_text(errors="replace").splitlines()
+                if any(w in ln.lower() for w in ("follow", "truncat", "diverg", "error", "fenced", "promot", "refused"))]
+        out.append(f"--- {path.name}\n" + "\n".join(text[-lines:]))
+    return "\n".join(out)
+
+
 async def queue_ends(client: RemotingClient, addr: str) -> list[int]:
     return [await max_offset(client, addr, TOPIC, q) for q in range(QUEUES)]
 
@@ -117,7 +127,7 @@ async def run_failover(cluster: Cluster, role: str) -> tuple[dict[str, Any], lis
                 await eventually(converged, timeout_s=30, what="every replica of broker-a at the leader's end")
             except AssertionError:
                 raise AssertionError(f"not converged: {dict(zip(replicas, last, strict=True))} "
-                                     f"(leader {leader}, old master {a0}; logs in {cluster.root})") from None
+                                     f"(leader {leader}, old master {a0})\n{log_tails(cluster)}") from None
             await asyncio.sleep(0.5)  # a last round of reads
         finally:
             await work.stop()

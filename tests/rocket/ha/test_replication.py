@@ -124,3 +124,34 @@ async def test_a_promoted_slave_leads_and_the_demoted_master_drops_its_divergent
         return await bodies(master, "Diverge") == leader
 
     await eventually(converged, timeout_s=30, what="the demoted master truncated and caught up")
+
+
+async def test_a_sync_master_serves_only_what_its_in_sync_slaves_have(cluster: Cluster) -> None:
+    # Found by test_jepsen: a consumer read a message that the master had stored but no slave
+    # had yet; the master died, the promoted slave stored another message at that offset.
+    master, slave = group(cluster, role="SYNC_MASTER", haLagTimeMaxMs=60_000, syncFlushTimeout=500)
+    await create_topic(master, "Bounded", queues=1)
+
+    async def in_sync() -> bool:
+        return await send(master, "Bounded", b"probe") == ResponseCode.SUCCESS
+
+    await eventually(in_sync, what="a SYNC_MASTER send acknowledged by the slave")
+    assert await send(master, "Bounded", b"acked") == ResponseCode.SUCCESS
+    acked = await bodies(master, "Bounded")
+    assert acked[-1] == b"acked"
+    cluster.pause("a-slave")  # still in the ISR (60 s), but it copies nothing
+    try:
+        assert await send(master, "Bounded", b"unreplicated") == ResponseCode.FLUSH_SLAVE_TIMEOUT
+        assert await bodies(master, "Bounded") == acked  # stored there, not readable
+    finally:
+        cluster.resume("a-slave")
+
+    async def readable() -> bool:
+        return await bodies(master, "Bounded") == [*acked, b"unreplicated"]
+
+    await eventually(readable, what="the message readable once the slave has it")
+
+    async def on_slave() -> bool:  # a slave serves up to the high watermark its master last sent
+        return await bodies(slave, "Bounded") == [*acked, b"unreplicated"]
+
+    await eventually(on_slave, what="the message readable on the slave")
