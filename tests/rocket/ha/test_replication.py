@@ -73,7 +73,14 @@ async def test_a_sync_master_acknowledges_once_the_slave_has_the_message(cluster
 
     await eventually(in_sync, what="a SYNC_MASTER send acknowledged by the slave")
     assert await send(master, "SyncRepl", b"acked") == ResponseCode.SUCCESS
-    assert (await bodies(slave, "SyncRepl"))[-1] == b"acked"  # there when the send was answered
+    stored = await call(slave, RequestCode.GET_MAX_OFFSET, {"topic": "SyncRepl", "queueId": 0})
+    assert int(stored.ext_fields["offset"]) == len(await bodies(master, "SyncRepl"))  # there when answered
+
+    async def readable_on_slave() -> bool:  # once the slave learnt the high watermark (next fetch)
+        got = await bodies(slave, "SyncRepl")
+        return bool(got) and got[-1] == b"acked"
+
+    await eventually(readable_on_slave, timeout_s=5, what="the message readable on the slave")
     cluster.kill("a-slave")
     codes = set()
 
