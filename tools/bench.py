@@ -5,6 +5,7 @@
     logstore bench recovery [--size 1G]
     logstore bench rocket   [--quick] [--backlog N] ...  (the RocketMQ adapter: tools.bench_rocket)
     logstore bench replication [--seconds 2] ...  (2 followers on localhost: tools.bench_replication)
+    logstore bench ha [--quick] ...  (a SYNC_MASTER with 2 slaves, failover: tools.bench_ha)
     python -m tools.bench ...            (the same)
 
 The machine is shared and noisy, so every figure is compared only with a baseline taken in the
@@ -843,10 +844,14 @@ COMMANDS: dict[str, Callable[[argparse.Namespace, str, Reporter], Any]] = {
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["rocket"]:  # its own options and figures: tools.bench_rocket
+    if argv[:1] == ["rocket"] and argv[1:2] != ["ha"]:  # its own options and figures: tools.bench_rocket
         from tools import bench_rocket
 
         return bench_rocket.main(argv[1:])
+    if argv[:1] == ["ha"] or argv[:2] == ["rocket", "ha"]:  # a broker group as processes: tools.bench_ha
+        from tools import bench_ha
+
+        return bench_ha.main(argv[2:] if argv[0] == "rocket" else argv[1:])
     if argv[:1] == ["replication"]:  # leader + 2 followers on localhost: tools.bench_replication
         from tools import bench_replication
 

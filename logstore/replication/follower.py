@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 
 from logstore.config import LogConfig
 from logstore.epochs import UNDEFINED_EPOCH
@@ -54,8 +55,12 @@ class Follower:
         connect: Connector | None = None, fetch_max_wait_ms: int = FETCH_MAX_WAIT_MS,
         fetch_max_bytes: int = FETCH_MAX_BYTES, retry_backoff_ms: int = RETRY_BACKOFF_MS,
         list_interval_ms: int = LIST_INTERVAL_MS, request_timeout_ms: int = REQUEST_TIMEOUT_MS,
+        replicates: Callable[[str], bool] | None = None,
     ) -> None:
         self.store = store
+        # Which of the leader's logs to copy (default: all). A log left out stays the
+        # follower's own: e.g. a local index the follower writes itself.
+        self.replicates = replicates or (lambda _name: True)
         self.leader = f"{leader_host}:{leader_port}"
         self.replica_id = replica_id
         self._connect = connect or tcp_connector(leader_host, leader_port, RESPONSE_FRAME_BYTES_MAX)
@@ -178,8 +183,8 @@ class Follower:
         if resp.error != proto.NONE:
             raise FencedError(f"leader {self.leader} answered: {proto.ERROR_NAMES.get(resp.error, resp.error)}")
         await self._check_epoch(resp.leader_epoch)
-        self._leader_logs = {info.name: info for info in resp.logs}
-        for info in resp.logs:
+        self._leader_logs = {info.name: info for info in resp.logs if self.replicates(info.name)}
+        for info in self._leader_logs.values():
             if info.name not in self.store.logs:
                 await self.store.create_log(info.name, LogConfig.from_json(info.config_json), start_offset=info.log_start)
 

@@ -56,6 +56,8 @@ class ReplicaServer:
         self.malformed_frames = 0  # requests refused as malformed (for tests and metrics)
         self._sendfile_bytes_closed = 0
         self._conns: set[StreamConnection] = set()
+        # (follower, log) -> the high watermark last sent; bounded by followers x logs.
+        self._hw_sent: dict[tuple[int, str], int] = {}
 
     # -- the leader state, for the broker --------------------------------------------------------
 
@@ -195,7 +197,9 @@ class ReplicaServer:
             lg, data = self._check_partition(request.replica_id, part)
             checked.append((part, lg, data))
         if request.max_wait_ms > 0 and all(lg is not None and d.error == proto.NONE and d.diverging_epoch == UNDEFINED_EPOCH
-                                           and p.fetch_offset >= lg.committed_offset for p, lg, d in checked):
+                                           and p.fetch_offset >= lg.committed_offset
+                                           and not self._high_watermark_news(request.replica_id, lg)
+                                           for p, lg, d in checked):
             await self._long_poll([lg for _p, lg, _d in checked if lg is not None], request.max_wait_ms)
         resp = proto.FetchResponse(proto.NONE, epoch, catalog_version=self.store.catalog_version)
         budget = min(request.max_bytes, self.response_bytes_max)
@@ -205,9 +209,16 @@ class ReplicaServer:
             if lg is not None and data.error == proto.NONE and data.diverging_epoch == UNDEFINED_EPOCH:
                 budget -= self._read_into(lg, part.fetch_offset, budget, data)
                 data.high_watermark = self.state.high_watermark(lg.name)
+                self._hw_sent[(request.replica_id, lg.name)] = data.high_watermark
                 data.log_start, data.log_end = lg.log_start_offset, lg.committed_offset
             resp.partitions.append(data)
         return resp
+
+    def _high_watermark_news(self, replica_id: int, lg: Log) -> bool:
+        """The log's high watermark moved past what this follower was last told (its own fetch
+        may just have moved it): answer now, not after the long poll. The follower's readers
+        see up to the high watermark it knows (Kafka completes such fetches at once too)."""
+        return self.state.high_watermark(lg.name) > self._hw_sent.get((replica_id, lg.name), -1)
 
     def _check_partition(self, replica_id: int, part: proto.FetchPartition) -> tuple[Log | None, proto.PartitionData]:
         data = proto.PartitionData(part.name)

@@ -15,52 +15,41 @@ Roles (broker.conf ``brokerRole``):
   slaves learn it, the haServerAddr in the name server's REGISTER_BROKER answer.
 * promotion (``logstore admin promoteSlave``): stop following, bump the leader epoch, serve.
 
-When the engine has no replication yet (``logstore.replication`` cannot be imported) the group
-still works for metadata (routes, slave reads of what the slave has, metadata sync, promotion),
-nothing is copied, and a SYNC_MASTER answers SLAVE_NOT_AVAILABLE: no slave can be in sync.
-``available()`` tells; ``status()`` says so in ``brokerStatus``.
+What consumers may read (``readable_end``): a SYNC_MASTER and every slave serve a queue only up
+to its high watermark, what every in-sync replica has (a slave knows the master's from its last
+fetch). Past it a message may still vanish in a failover, and a read of it would show an offset
+that later holds another message (Kafka's rule; RocketMQ 5's confirmOffset in controller mode).
+An ASYNC_MASTER serves everything it stored: it acknowledged that without the slaves anyway.
+
+Every log is replicated except the broker's local ones (names starting with "."; the key
+index, which each broker builds from the messages it has).
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
+import asyncio
 import logging
-from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from adapters.rocket.remoting import ResponseCode
+from logstore.replication import Follower, LeaderState, ReplicaServer, promote
 
 from .config import SYNC_MASTER
 
 if TYPE_CHECKING:
+    from logstore import Log
+
     from .broker import Broker
+    from .config import BrokerConfig
 
 log = logging.getLogger(__name__)
 
-ENGINE_MODULE = "logstore.replication"
 MIN_INSYNC_SYNC_MASTER = 2  # the master and at least one slave (RocketMQ: inSyncReplicas 2)
 
 
-def engine() -> ModuleType | None:
-    """``logstore.replication``, or None while the engine has none."""
-    try:
-        return importlib.import_module(ENGINE_MODULE)
-    except ModuleNotFoundError as exc:
-        if exc.name not in (ENGINE_MODULE, "logstore"):
-            raise  # the module exists but something it imports is missing: a real error
-        return None
-
-
-def available() -> bool:
-    return engine() is not None
-
-
-async def _settle(result: Any) -> Any:
-    """Await ``result`` if the engine's call returned an awaitable (start/stop may be either)."""
-    if inspect.isawaitable(result):
-        return await result
-    return result
+def replicated(log_name: str) -> bool:
+    """Whether a slave copies this log: all but the broker's local ones (".keyindex")."""
+    return not log_name.startswith(".")
 
 
 def split_addr(addr: str) -> tuple[str, int]:
@@ -73,25 +62,19 @@ class HAService:
 
     def __init__(self, broker: Broker) -> None:
         self.broker = broker
-        self.server: Any = None  # logstore.replication.ReplicaServer while master
-        self.follower: Any = None  # logstore.replication.Follower while slave
+        self.server: ReplicaServer | None = None  # while master
+        self.follower: Follower | None = None  # while slave
         self.leader_addr: str | None = None  # the HA address followed
         self.learnt_master_ha_addr: str | None = None  # the last haServerAddr the name server named
         self.sync_waits = self.sync_timeouts = self.slave_not_available = 0
 
     @property
-    def config(self) -> Any:
+    def config(self) -> BrokerConfig:
         return self.broker.config
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        if engine() is None:
-            # A lone ASYNC_MASTER (the usual single broker) loses nothing by it: say so quietly.
-            lone = self.config.broker_role != SYNC_MASTER and not self.config.is_slave
-            log.log(logging.INFO if lone else logging.WARNING,
-                    "%s is not available: this broker group replicates metadata only, no messages", ENGINE_MODULE)
-            return
         if self.config.is_slave:
             if self.config.ha_master_address:
                 await self.follow(self.config.ha_master_address)
@@ -105,39 +88,37 @@ class HAService:
 
     async def serve(self) -> None:
         """Master: serve the store's logs to slaves on haListenPort."""
-        eng = engine()
-        if eng is None or self.server is not None:
+        if self.server is not None:
             return
         host = self.broker.server.host
-        server = eng.ReplicaServer(self.broker.store, host, self.config.ha_port,
-                                   lag_time_max_ms=self.config.ha_lag_time_max_ms)
-        await _settle(server.start())
+        server = ReplicaServer(self.broker.store, host, self.config.ha_port,
+                               replica_id=self.config.broker_id, lag_time_max_ms=self.config.ha_lag_time_max_ms)
+        await server.start()
         self.server = server
         log.info("replicating to slaves on %s:%d", host, self.config.ha_port)
 
     async def _stop_serving(self) -> None:
         server, self.server = self.server, None
         if server is not None:
-            await _settle(server.stop())
+            await server.stop()
 
     async def follow(self, ha_addr: str) -> None:
         """Slave: copy the logs of the master at ``ha_addr`` (a change of master restarts it)."""
-        eng = engine()
-        if eng is None or not self.config.is_slave:
+        if not self.config.is_slave:
             return
         if self.follower is not None and self.leader_addr == ha_addr:
             return
         await self.stop_following()
         host, port = split_addr(ha_addr)
-        follower = eng.Follower(self.broker.store, host, port, replica_id=self.config.broker_id)
-        await _settle(follower.start())
+        follower = Follower(self.broker.store, host, port, replica_id=self.config.broker_id, replicates=replicated)
+        await follower.start()
         self.follower, self.leader_addr = follower, ha_addr
         log.info("following master %s (replica id %d)", ha_addr, self.config.broker_id)
 
     async def stop_following(self) -> None:
         follower, self.follower = self.follower, None
         if follower is not None:
-            await _settle(follower.stop())
+            await follower.stop()
             log.info("stopped following %s", self.leader_addr)
 
     async def learn_master(self, ha_addr: str | None) -> None:
@@ -147,22 +128,20 @@ class HAService:
             if not self.config.ha_master_address:
                 await self.follow(ha_addr)
 
-    async def promote(self) -> int | None:
-        """Become the group's leader: stop following, bump the leader epoch, serve. The new
-        epoch, or None without engine replication."""
+    async def promote(self) -> int:
+        """Become the group's leader: stop following, bump the leader epoch (persisted before
+        it takes effect: the old master's late writes are refused by every replica that saw
+        it), serve. Returns the new epoch."""
         await self.stop_following()
         self.leader_addr = None
-        eng = engine()
-        if eng is None:
-            return None
-        epoch = await _settle(eng.promote(self.broker.store))
+        epoch = await promote(self.broker.store)
         await self.serve()
-        return int(epoch) if epoch is not None else None
+        return epoch
 
     # -- SYNC_MASTER ---------------------------------------------------------------------------------
 
-    def _leader_state(self) -> Any:
-        return None if self.server is None else self.server.leader_state
+    def _leader_state(self) -> LeaderState | None:
+        return None if self.server is None else self.server.state
 
     def in_sync_slaves(self, log_name: str) -> int:
         state = self._leader_state()
@@ -186,12 +165,45 @@ class HAService:
             return ResponseCode.FLUSH_SLAVE_TIMEOUT, "wait for slave timeout"
         return ResponseCode.SUCCESS, None
 
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def bounds_reads(self) -> bool:
+        """Whether consumers read only up to the high watermark (SYNC_MASTER, slave)."""
+        return self.config.is_slave or self.config.broker_role == SYNC_MASTER
+
+    def readable_end(self, qlog: Log) -> int:
+        """The end of what a consumer may read of ``qlog`` (exclusive)."""
+        if self.config.is_slave:
+            return min(qlog.high_watermark, qlog.committed_offset)
+        if self.config.broker_role == SYNC_MASTER and self.server is not None:
+            return min(self.server.high_watermark(qlog.name), qlog.committed_offset)
+        return qlog.committed_offset
+
+    async def wait_readable(self, qlog: Log, offset: int, timeout_s: float) -> bool:
+        """Wait until the message at ``offset`` is readable (``readable_end``) or the timeout
+        passes; whether it is. Woken by every commit, truncation and high-watermark move."""
+        if not self.bounds_reads():
+            return await qlog.wait_for(offset, timeout_s)
+        event = asyncio.Event()
+        qlog.add_watcher(event)
+        try:
+            async with asyncio.timeout(timeout_s):
+                while True:
+                    event.clear()
+                    if self.readable_end(qlog) > offset:
+                        return True
+                    await event.wait()
+        except TimeoutError:
+            return self.readable_end(qlog) > offset
+        finally:
+            qlog.remove_watcher(event)
+
     # -- views -------------------------------------------------------------------------------------
 
     def status(self) -> dict[str, str]:
         cfg = self.config
         doc = {
-            "haReplication": "on" if available() else f"off ({ENGINE_MODULE} missing)",
+            "haLeaderEpoch": str(self.broker.store.leader_epoch),
             "haServerAddr": cfg.ha_server_addr,
             "haRole": "follower" if self.follower is not None else "leader" if self.server is not None else "none",
             "haSyncWaits": str(self.sync_waits), "haSyncTimeouts": str(self.sync_timeouts),

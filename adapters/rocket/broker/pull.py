@@ -126,7 +126,7 @@ class PullProcessor:
         self.pulled += got.count
         return cmd.make_response(code, None if code == ResponseCode.SUCCESS else _remark(code), ext_fields={
             "suggestWhichBrokerId": self._suggest(h.group, qlog, got), "nextBeginOffset": got.next_offset,
-            "minOffset": qlog.log_start_offset, "maxOffset": qlog.committed_offset,
+            "minOffset": qlog.log_start_offset, "maxOffset": self.broker.ha.readable_end(qlog),
         }, body=got.body if got.count else b"")
 
     def _suggest(self, group: str, qlog: Log, got: PullSlice) -> int:
@@ -157,19 +157,20 @@ class PullProcessor:
         return known if known is not None else TagFilter()
 
     def _get(self, qlog: Log, offset: int, max_count: int, tag_filter: TagFilter) -> tuple[int, PullSlice]:
-        lo, hi = qlog.log_start_offset, qlog.committed_offset
-        if hi == lo:  # empty (never written, or everything aged out)
-            if offset == 0 or offset == hi:
+        lo, end = qlog.log_start_offset, qlog.committed_offset
+        if end == lo:  # empty (never written, or everything aged out)
+            if offset == 0 or offset == end:
                 return ResponseCode.PULL_NOT_FOUND, PullSlice(next_offset=offset)
-            return ResponseCode.PULL_OFFSET_MOVED, PullSlice(next_offset=hi)
+            return ResponseCode.PULL_OFFSET_MOVED, PullSlice(next_offset=end)
         if offset < lo:
             return ResponseCode.PULL_OFFSET_MOVED, PullSlice(next_offset=lo)
-        if offset == hi:
+        hi = self.broker.ha.readable_end(qlog)  # a SYNC_MASTER's or a slave's high watermark
+        if hi <= offset <= end:  # the end, or stored here but not yet readable
             return ResponseCode.PULL_NOT_FOUND, PullSlice(next_offset=offset)
-        if offset > hi:
+        if offset > end:
             return ResponseCode.PULL_OFFSET_MOVED, PullSlice(next_offset=hi)
         got = read_messages(qlog, offset, max_count, self.broker.config.max_transfer_bytes_on_message_in_memory,
-                            tag_filter, self.read_cache)
+                            tag_filter, self.read_cache, hi)
         if got.count:
             return ResponseCode.SUCCESS, got
         return ResponseCode.PULL_RETRY_IMMEDIATELY, got
@@ -184,7 +185,7 @@ class PullProcessor:
             while True:
                 remaining = deadline - loop.time()
                 try:
-                    arrived = remaining > 0 and await qlog.wait_for(offset, remaining)
+                    arrived = remaining > 0 and await self.broker.ha.wait_readable(qlog, offset, remaining)
                 except LogFailedError:
                     arrived = False
                 if not arrived:

@@ -93,22 +93,26 @@ def _read_chunk(log: Log, offset: int, read_bytes: int) -> Chunk | None:
 
 
 def read_messages(log: Log, offset: int, max_count: int, max_bytes: int, tag_filter: TagFilter,
-                  cache: ReadCache | None = None) -> PullSlice:
+                  cache: ReadCache | None = None, end_offset: int | None = None) -> PullSlice:
     """Messages from ``offset`` (which must be within [log start, committed end)): at most
     ``max_count`` matching messages, about ``max_bytes`` (at least one message), looking at
     about ``max_bytes`` of stored messages. With a ``cache``, a read continues where the last
-    one of this log stopped at ``offset`` and leaves its cursor there for the next."""
+    one of this log stopped at ``offset`` and leaves its cursor there for the next. Nothing at or
+    past ``end_offset`` (default: the committed end; a broker group's readable end is lower)."""
+    end = log.committed_offset if end_offset is None else min(end_offset, log.committed_offset)
     out = PullSlice(next_offset=offset)
     scanned = 0
     while out.count < max_count and scanned < max_bytes and out.nbytes < max_bytes:
         chunk = cache.take(log, out.next_offset) if cache is not None else None
+        if out.next_offset >= end:
+            if chunk is not None and cache is not None:
+                cache.put(log, chunk)
+            break
         if chunk is None:
-            if out.next_offset >= log.committed_offset:
-                break
             chunk = _read_chunk(log, out.next_offset, max_bytes)
             if chunk is None:
                 break
-        scanned += _take(chunk, out, max_count, max_bytes, tag_filter)
+        scanned += _take(chunk, out, max_count, max_bytes, tag_filter, end)
         if not chunk.exhausted:
             if cache is not None:
                 cache.put(log, chunk)
@@ -116,7 +120,7 @@ def read_messages(log: Log, offset: int, max_count: int, max_bytes: int, tag_fil
     return out
 
 
-def _take(chunk: Chunk, out: PullSlice, max_count: int, max_bytes: int, tag_filter: TagFilter) -> int:
+def _take(chunk: Chunk, out: PullSlice, max_count: int, max_bytes: int, tag_filter: TagFilter, end: int) -> int:
     """Matching messages from the chunk's cursor into ``out`` until ``max_count``, ``max_bytes``
     or the chunk's end; moves the cursor past what it looked at. Returns the bytes looked at."""
     data = chunk.data
@@ -125,31 +129,33 @@ def _take(chunk: Chunk, out: PullSlice, max_count: int, max_bytes: int, tag_filt
         h = parse_header(data, chunk.batch_pos)
         batch_end = chunk.batch_pos + h.total_bytes
         batch_next = h.base_offset + h.record_count  # the offset after this batch
+        available = min(batch_next, end) - chunk.next_offset
+        if available <= 0:
+            break
         start = chunk.msg_pos
         if tag_filter.matches_all:
-            want = min(batch_next - chunk.next_offset, max_count - out.count)
+            want = min(available, max_count - out.count)
             if want == batch_next - chunk.next_offset and out.nbytes + batch_end - start <= max_bytes:
-                take, end = want, batch_end  # the whole (rest of the) batch: no walk
+                take, end_pos = want, batch_end  # the whole (rest of the) batch: no walk
             else:
-                take, end = _walk_budget(data, start, want, max_bytes - out.nbytes, first=not out.nbytes)
+                take, end_pos = _walk_budget(data, start, want, max_bytes - out.nbytes, first=not out.nbytes)
             if take == 0:
                 break
-            out.parts.append(data[start:end])
+            out.parts.append(data[start:end_pos])
             out.count += take
             out.examined += take
-            out.nbytes += end - start
+            out.nbytes += end_pos - start
             stop = take < want
         else:
-            take, end, stop = _take_filtered(data, start, batch_next - chunk.next_offset, out, max_count,
-                                             max_bytes, tag_filter)
-        scanned += end - start
+            take, end_pos, stop = _take_filtered(data, start, available, out, max_count, max_bytes, tag_filter)
+        scanned += end_pos - start
         chunk.next_offset += take
         out.next_offset = chunk.next_offset
         if chunk.next_offset == batch_next:
             chunk.batch_pos = batch_end
             chunk.msg_pos = batch_end + HEADER_BYTES
         else:
-            chunk.msg_pos = end
+            chunk.msg_pos = end_pos
         if stop:
             break
     return scanned

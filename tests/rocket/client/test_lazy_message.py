@@ -13,7 +13,13 @@ from hypothesis import strategies as st
 
 from adapters.rocket.client._msgutil import COMPRESSION_ZLIB, prepare_pulled
 from adapters.rocket.client.pull import _finish_pulled
-from adapters.rocket.lazy_message import EAGER_FIELDS, LAZY_FIELDS, LazyMessage, body_len, decode_stored_lazy
+from adapters.rocket.lazy_message import (
+    EAGER_FIELDS,
+    LAZY_FIELDS,
+    LazyMessage,
+    body_len,
+    decode_stored_lazy,
+)
 from adapters.rocket.message import (
     SYSFLAG_COMPRESSED,
     Message,

@@ -5,6 +5,7 @@ its pid (the shared tool in adapters.rocket.testing)."""
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
@@ -69,8 +70,21 @@ class Cluster:
     def stop(self, key: str) -> None:
         self.brokers[key].stop()
 
+    def pause(self, key: str) -> None:
+        """SIGSTOP: the broker stays up but does nothing (a replica cut off from its leader)."""
+        popen = self.brokers[key].popen
+        assert popen is not None
+        os.kill(popen.pid, signal.SIGSTOP)
+
+    def resume(self, key: str) -> None:
+        popen = self.brokers[key].popen
+        assert popen is not None
+        os.kill(popen.pid, signal.SIGCONT)
+
     def close(self) -> None:
         for proc in self.brokers.values():
+            if proc.alive and proc.popen is not None:
+                os.kill(proc.popen.pid, signal.SIGCONT)  # a paused broker must see the SIGTERM
             if proc.alive:
                 proc.stop()
         self.namesrv_proc.stop()

@@ -71,6 +71,13 @@ async def seeded_group(cluster: Cluster, topic: str, count: int) -> None:
 
     await eventually(both, what="master and slave in the route")
 
+    async def slave_serves_all() -> bool:
+        # A slave serves only up to the high watermark its master last sent it (ha.py): the
+        # copy's own is the lone master's, which no follower ever made it compute.
+        return len(await queue_bodies(cluster.addrs["a-slave"], topic)) == count
+
+    await eventually(slave_serves_all, what="the slave serving every message")
+
 
 async def test_a_consumer_goes_on_from_the_slave_when_the_master_is_killed(cluster: Cluster) -> None:
     await seeded_group(cluster, "FromSlave", 20)
@@ -230,7 +237,11 @@ async def test_a_promoted_slave_delivers_the_scheduled_messages_of_its_group(clu
 
 
 async def later_bodies(addr: str) -> list[bytes]:
+    return await queue_bodies(addr, "Later")
+
+
+async def queue_bodies(addr: str, topic: str) -> list[bytes]:
     resp = await call(addr, RequestCode.PULL_MESSAGE, {
-        "consumerGroup": "CG", "topic": "Later", "queueId": 0, "queueOffset": 0, "maxMsgNums": 32, "sysFlag": 0x4,
+        "consumerGroup": "CG", "topic": topic, "queueId": 0, "queueOffset": 0, "maxMsgNums": 32, "sysFlag": 0x4,
         "commitOffset": 0, "suspendTimeoutMillis": 0, "subscription": "*", "subVersion": 0, "expressionType": "TAG"})
     return [m.body for m in decode_stored(resp.body)] if resp.code == ResponseCode.SUCCESS else []
