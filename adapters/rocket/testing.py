@@ -101,7 +101,11 @@ class LogstoreProcess:
             self.stop(signal.SIGKILL)
             raise RuntimeError(f"{what} did not print READY in {ready_timeout_s:g} s:\n{self.output_tail()}")
         if not found:
-            raise RuntimeError(f"{what} exited with {popen.wait()} before READY:\n{self.output_tail()}")
+            code = popen.wait()
+            self._reader.join(1.0)
+            if popen.stdout is not None:
+                popen.stdout.close()  # else an unclosed-file warning fails some later test
+            raise RuntimeError(f"{what} exited with {code} before READY:\n{self.output_tail()}")
         return found[0]
 
     def stop(self, sig: int = signal.SIGTERM, grace_s: float = STOP_GRACE_S) -> int:
