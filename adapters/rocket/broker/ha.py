@@ -28,6 +28,7 @@ index, which each broker builds from the messages it has).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 from typing import TYPE_CHECKING
 
@@ -91,11 +92,24 @@ class HAService:
         if self.server is not None:
             return
         host = self.broker.server.host
-        server = ReplicaServer(self.broker.store, host, self.config.ha_port,
-                               replica_id=self.config.broker_id, lag_time_max_ms=self.config.ha_lag_time_max_ms)
-        await server.start()
+        try:
+            server = await self._start_server(host, self.config.ha_port)
+        except OSError as exc:
+            if self.config.ha_listen_port or exc.errno != errno.EADDRINUSE:
+                raise
+            # haListenPort was not set and listenPort + 1 is taken (a broker on a free port):
+            # take any free port; registrations announce it as haServerAddr.
+            log.warning("HA port %d is in use (%s); serving slaves on a free port", self.config.ha_port, exc)
+            server = await self._start_server(host, 0)
+            self.config.ha_listen_port = server.port
         self.server = server
         log.info("replicating to slaves on %s:%d", host, self.config.ha_port)
+
+    async def _start_server(self, host: str, port: int) -> ReplicaServer:
+        server = ReplicaServer(self.broker.store, host, port,
+                               replica_id=self.config.broker_id, lag_time_max_ms=self.config.ha_lag_time_max_ms)
+        await server.start()
+        return server
 
     async def _stop_serving(self) -> None:
         server, self.server = self.server, None
