@@ -504,6 +504,40 @@ class Log:
         self.commit()
         return new_end
 
+    async def truncate_fully_and_start_at(self, offset: int) -> None:
+        """Drop every record and make ``offset`` (at or past the end) both the start and the
+        end, in place: a follower whose leader's log starts past its end (retention ran
+        there) starts over at the leader's start, and whoever holds this ``Log`` sees it.
+        Durable when it returns: the new start is checkpointed before any file goes, and
+        recovery deletes segments wholly below the start."""
+        self._check_writable()
+        if offset < self.assigned_offset:
+            raise OffsetOutOfRangeError(f"cannot start log {self.name} anew at {offset}: it ends at {self.assigned_offset}")
+        async with self._start_lock:
+            await self.hooks.checkpoint()
+            if self.is_sync and not self.hooks.journal_retired():
+                raise LogstoreError(f"cannot reset sync log {self.name}: the journal still holds its batches "
+                                    "(another log is fail-stopped; restart the store first)")
+            self.log_start_offset = self.recovery_point = offset
+            self.epochs.clear()
+            self.high_watermark = offset
+            await self.hooks.write_checkpoint()
+            try:  # any error from here on leaves memory and files disagreeing: fail-stop
+                for seg in self.segments:
+                    seg.remove_files()
+                seg = self._new_segment(offset)
+                self.segments[:] = [seg]
+                self._bases[:] = [offset]
+                seg.dirty = False
+                self.dir_dirty = False
+                await self.hooks.run_blocking(lambda: self.sync_claimed([seg], True))
+            except OSError as exc:
+                self.fail(exc)
+                raise LogFailedError(f"reset of {self.name} failed: {exc}") from exc
+            self.end_offset = self.assigned_offset = offset
+            self.unflushed_bytes = 0
+            self.commit()
+
     async def delete_records_before(self, offset: int) -> int:
         """Make ``offset`` the log start; delete segments wholly below it. Returns the start."""
         async with self._start_lock:

@@ -107,6 +107,9 @@ class Store:
         self.config = config
         self._lock = lock
         self.logs: dict[str, Log] = {}
+        # Logs whose creation awaits its fsyncs: a second create of the name waits for it
+        # (two Log objects over the same files, one of them orphaned, otherwise).
+        self._creating: dict[str, asyncio.Future[Log]] = {}
         self.journal_start = 0
         self.journal: jn.JournalWriter | None = None
         self._spares: list[int] = []  # retired journal sequences kept for recycling
@@ -351,15 +354,32 @@ class Store:
         there; recovery without a checkpoint entry takes the first segment's base)."""
         self._check_open()
         check_name(name)
-        if name in self.logs:
+        if name in self.logs or name in self._creating:
             raise LogExistsError(f"log {name!r} exists")
+        if start_offset < 0:
+            raise LogstoreError(f"start offset {start_offset} is negative")
         config = config or self.config.default_log_config
+        created: asyncio.Future[Log] = asyncio.get_running_loop().create_future()
+        self._creating[name] = created
+        try:
+            log = await self._create_log(name, config, start_offset)
+        except Exception as exc:
+            created.set_exception(exc)
+            created.exception()  # retrieved: nobody else may be waiting
+            raise
+        except BaseException:
+            created.cancel()
+            raise
+        finally:
+            del self._creating[name]
+        created.set_result(log)
+        return log
+
+    async def _create_log(self, name: str, config: LogConfig, start_offset: int) -> Log:
         directory = log_directory(self.root, name)
         if not self.io.exists(directory):
             self.io.mkdir(directory)
         ckpt.write_atomic(self.io, posixpath.join(directory, CONFIG_NAME), config.to_json())
-        if start_offset < 0:
-            raise LogstoreError(f"start offset {start_offset} is negative")
         log = Log(self, name, directory, config, [], start_offset, start_offset)
         log.leader_epoch = self.leader_epoch
         log.high_watermark = start_offset
@@ -374,8 +394,17 @@ class Store:
         self.io.fsync_dir(log.directory)
         self.io.fsync_dir(posixpath.join(self.root, "logs"))
 
-    async def get_or_create_log(self, name: str, config: LogConfig | None = None) -> Log:
-        return self.logs[name] if name in self.logs else await self.create_log(name, config)
+    async def get_or_create_log(self, name: str, config: LogConfig | None = None, *, start_offset: int = 0) -> Log:
+        """The log ``name``, created (``config``, ``start_offset``) if it does not exist; a
+        creation of it under way is waited for, not repeated."""
+        while True:
+            if name in self.logs:
+                return self.logs[name]
+            creating = self._creating.get(name)
+            if creating is None:
+                return await self.create_log(name, config, start_offset=start_offset)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(creating)
 
     async def delete_log(self, name: str) -> None:
         log = self.log(name)

@@ -185,8 +185,9 @@ class Follower:
         await self._check_epoch(resp.leader_epoch)
         self._leader_logs = {info.name: info for info in resp.logs if self.replicates(info.name)}
         for info in self._leader_logs.values():
-            if info.name not in self.store.logs:
-                await self.store.create_log(info.name, LogConfig.from_json(info.config_json), start_offset=info.log_start)
+            if info.name not in self.store.logs:  # (the broker may be creating it too: waited for)
+                await self.store.get_or_create_log(info.name, LogConfig.from_json(info.config_json),
+                                                   start_offset=info.log_start)
 
     async def _check_epoch(self, leader_epoch: int) -> None:
         if leader_epoch < self.store.leader_epoch:
@@ -278,11 +279,8 @@ class Follower:
 
     async def _restart_at(self, lg: Log, offset: int) -> None:
         """The leader's log starts past our end (retention ran there): start the log anew at
-        its start. Delete and create are each durable; a crash between leaves no log, which
-        the next LIST creates again."""
+        its start, in place (whoever holds ``lg`` keeps a live log)."""
         log.warning("follower %d: log %s ends at %d, the leader's starts at %d: starting over there",
                     self.replica_id, lg.name, lg.end_offset, offset)
-        config = lg.config
-        await self.store.delete_log(lg.name)
-        await self.store.create_log(lg.name, config, start_offset=offset)
+        await lg.truncate_fully_and_start_at(offset)
         self.truncations += 1

@@ -285,3 +285,51 @@ def test_time_lookup_on_opaque_batches_answers_the_batch(env: Env) -> None:
         await store.close()
 
     run(body)
+
+
+def test_concurrent_creates_of_one_name_make_one_log(env: Env) -> None:
+    async def body() -> None:
+        store = await env.open()
+        first = asyncio.ensure_future(store.create_log("q", SMALL))
+        await asyncio.sleep(0)  # the first creation is under way (it awaits its fsyncs on real IO)
+        others = await asyncio.gather(store.get_or_create_log("q", SMALL), store.get_or_create_log("q", SMALL))
+        log = await first
+        assert all(o is log for o in others) and store.log("q") is log
+        with pytest.raises(LogExistsError):
+            await store.create_log("q", SMALL)
+        await log.append(batch(0, 3))
+        assert store.log("q").end_offset == 3
+        await store.close()
+
+    run(body)
+
+
+def test_truncate_fully_and_start_at_is_in_place_and_durable(env: Env) -> None:
+    async def body() -> None:
+        store = await env.open()
+        log = await store.create_log("q", SMALL)
+        for i in range(0, 60, 2):
+            await log.append(batch(i, 2))
+        assert len(log.segments) > 1
+        before = log.describe()
+        with pytest.raises(OffsetOutOfRangeError):
+            await log.truncate_fully_and_start_at(59)
+        assert log.describe() == before
+        await log.truncate_fully_and_start_at(500)
+        assert store.log("q") is log
+        assert (log.log_start_offset, log.end_offset, log.committed_offset, log.high_watermark) == (500, 500, 500, 500)
+        assert [s.base_offset for s in log.segments] == [500]
+        with pytest.raises(OffsetOutOfRangeError):
+            log.read(10)
+        assert (await log.append(batch(7))).base_offset == 500
+        await log.flush()
+        env.crash(store)
+        store = await env.open()
+        log = store.log("q")
+        assert (log.log_start_offset, log.end_offset) == (500, 501)
+        assert [r.offset for r in log.read_records(500, 1 << 20)] == [500]
+        bases = {int(f.split(".")[0]) for f in env.io.listdir(env.path("logs", "q")) if f[0].isdigit()}
+        assert bases == {500}
+        await store.close()
+
+    run(body)

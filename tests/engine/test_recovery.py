@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from conftest import SMALL, SMALL_SYNC, Env, batch, run
 
-from logstore import LogConfig, Record, SimIO, Store, build_batch
+from logstore import LogConfig, Record, SimClock, SimIO, Store, build_batch
 from logstore import checkpoint as ckpt
-from logstore.errors import CorruptLogError, LogFailedError
+from logstore.errors import CorruptLogError, LogFailedError, LogstoreError
 from logstore.segment import INDEX_SUFFIX, LOG_SUFFIX, segment_stem
 from logstore.simio import Fate
 
@@ -361,3 +361,44 @@ def test_an_idle_store_does_not_rewrite_its_checkpoint(tmp_path: Path) -> None:
             await store.close()
 
     asyncio.run(body())
+
+
+def test_a_crash_anywhere_in_a_reset_leaves_the_old_log_or_the_new_start() -> None:
+    """Log.truncate_fully_and_start_at failing at each of its IO calls in turn (EIO), then
+    power loss: recovery finds the whole old log or an empty one starting at the new start."""
+
+    async def body() -> None:
+        for n in range(1, 200):
+            io = SimIO(seed=n)
+            env = Env(io, "/store", SimClock(), "sim")
+            store = await env.open()
+            log = await store.create_log("q", SMALL)
+            for i in range(0, 40, 2):
+                await log.append(batch(i, 2))
+            await log.flush()
+            await store.checkpoint()
+            io.fail_after(n)
+            try:
+                await log.truncate_fully_and_start_at(300)
+                done = True
+            except (OSError, LogFailedError, LogstoreError):
+                done = False
+            io.clear_faults()
+            env.crash(store, drop_all)
+            store = await env.open()
+            log = store.log("q")
+            state = (log.log_start_offset, log.end_offset)
+            assert state in ((0, 40), (300, 300)), (n, state)
+            if state == (0, 40):
+                got: list[int] = []
+                while len(got) < 40:
+                    got += [r.offset for r in log.read_records(len(got), 1 << 20)]
+                assert got == list(range(40))
+            assert (await log.append(batch(1))).base_offset == state[1]
+            await store.close()
+            if done:
+                assert n > 3, n  # the reset did IO: earlier failures were exercised
+                return
+        raise AssertionError("the reset never completed")
+
+    run(body)

@@ -179,6 +179,16 @@ class HAService:
             return ResponseCode.FLUSH_SLAVE_TIMEOUT, "wait for slave timeout"
         return ResponseCode.SUCCESS, None
 
+    async def wait_slaves_inner(self, log_name: str, end_offset: int) -> None:
+        """The same wait for a message the broker wrote itself (a scheduled message delivered,
+        a retry, a committed transaction message): what follows it (the delay progress, the
+        consumer's offset past a sendback, the op record) does not outrun the slaves. Nobody
+        is answered with the outcome: on a timeout the message stays stored on the master and
+        the broker goes on (RocketMQ retries the put, storing it twice)."""
+        code, remark = await self.wait_slaves(log_name, end_offset)
+        if code != ResponseCode.SUCCESS:
+            log.debug("inner put to %s (end %d) on the master only: %s", log_name, end_offset, remark)
+
     # -- reads ---------------------------------------------------------------------------------------
 
     def bounds_reads(self) -> bool:

@@ -89,7 +89,8 @@ def _records(broker: Broker, topic: str, queue_id: int, msgs: list[InnerMessage]
 async def append_inner(broker: Broker, topic: str, queue_id: int, msgs: list[InnerMessage]) -> list[Appended]:
     """Store ``msgs`` in ``topic`` / ``queue_id`` (their own topic and queue fields are not
     used) in as few batches as fit. Returns when
-    every batch is acknowledged under the log's flush policy; raises LogFailedError,
+    every batch is acknowledged under the log's flush policy (and, on a SYNC_MASTER, the slaves
+    have it or syncFlushTimeout passed); raises LogFailedError,
     MessageFormatError or InvalidBatchError (then a prefix of the batches may be stored)."""
     qlog, log_id = await broker.queues.get_or_create(topic, queue_id)
     bytes_max = qlog.config.batch_bytes_max // 2
@@ -114,4 +115,6 @@ async def append_inner(broker: Broker, topic: str, queue_id: int, msgs: list[Inn
         await qlog.append(data)
         out.append(Appended(qlog, base, [phys for _k, phys in keys]))
         i += len(records)
+    if out:
+        await broker.ha.wait_slaves_inner(qlog.name, out[-1].base_offset + len(out[-1].commitlog_offsets))
     return out

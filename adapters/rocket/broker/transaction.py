@@ -69,6 +69,7 @@ from adapters.rocket.remoting.command import decode_properties, encode_propertie
 from logstore import Log, LogFailedError
 from logstore.batch import build_opaque_batch
 
+from .config import SYNC_MASTER
 from .consumers import BadRequest, int_field
 from .delay import ScheduleError
 from .keyindex import index_keys
@@ -269,7 +270,18 @@ class TransactionService:
         in that order without waiting in between, so under SYNC_FLUSH they share one group-
         commit round: the journal keeps their order, and a failed fsync fail-stops every sync
         log, so the op record never survives without its message. An async append is written
-        before the next one starts, and the op record is not written if it failed."""
+        before the next one starts, and the op record is not written if it failed.
+        On a SYNC_MASTER the op record waits until the slaves have the message: replicated
+        first, it would settle a transaction whose message a failover loses."""
+        if real is not None and self.broker.config.broker_role == SYNC_MASTER:
+            try:
+                await self.put_copy(*real)
+            except LogFailedError:
+                raise
+            except Exception as exc:
+                raise LogFailedError(str(exc)) from exc
+            await self.write_op(origin, state)
+            return
         put = asyncio.ensure_future(self.put_copy(*real)) if real is not None else None
 
         async def op_after_put() -> None:
@@ -352,6 +364,7 @@ class TransactionService:
         broker.key_index.add(index_keys(topic, properties), phys, now)
         broker.key_index.mark(log_id, offset + 1)
         await qlog.append(build_opaque_batch(raw, 1, now, now))
+        await broker.ha.wait_slaves_inner(qlog.name, offset + 1)
         copy.store_size = len(raw)
         return copy
 

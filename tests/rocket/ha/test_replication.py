@@ -12,7 +12,7 @@ import pytest
 from adapters.rocket.message import Message, decode_stored
 from adapters.rocket.remoting import PROMOTE_SLAVE, RequestCode, ResponseCode
 
-from .group import Cluster, broker_addrs, call, create_topic, eventually
+from .group import Cluster, broker_addrs, call, create_topic, eventually, runtime_info
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -26,14 +26,14 @@ def cluster(tmp_path: Path) -> Iterator[Cluster]:
         c.close()
 
 
-def send_ext(topic: str) -> dict[str, object]:
-    msg = Message(topic=topic, body=b"", properties={})
+def send_ext(topic: str, properties: dict[str, str] | None = None) -> dict[str, object]:
+    msg = Message(topic=topic, body=b"", properties=properties or {})
     return {"a": "PG", "b": topic, "c": "TBW102", "d": 4, "e": 0, "f": 0, "g": int(time.time() * 1000),
             "h": 0, "i": msg.properties_string(), "j": 0, "k": False, "m": False}
 
 
-async def send(addr: str, topic: str, body: bytes) -> int:
-    return (await call(addr, RequestCode.SEND_MESSAGE_V2, send_ext(topic), body)).code
+async def send(addr: str, topic: str, body: bytes, properties: dict[str, str] | None = None) -> int:
+    return (await call(addr, RequestCode.SEND_MESSAGE_V2, send_ext(topic, properties), body)).code
 
 
 async def bodies(addr: str, topic: str) -> list[bytes]:
@@ -91,6 +91,29 @@ async def test_a_sync_master_acknowledges_once_the_slave_has_the_message(cluster
 
     await eventually(slave_not_available, timeout_s=30, what="SLAVE_NOT_AVAILABLE once the slave left the ISR")
     assert codes <= {ResponseCode.FLUSH_SLAVE_TIMEOUT, ResponseCode.SLAVE_NOT_AVAILABLE}
+
+
+async def test_a_sync_master_waits_for_the_slaves_on_its_own_puts_too(cluster: Cluster) -> None:
+    """A scheduled message delivered to its real topic is a put the broker makes itself: on a
+    SYNC_MASTER it waits for the slaves like a send, so the delay progress that follows it
+    never runs ahead of what the slaves have."""
+    master, slave = group(cluster, role="SYNC_MASTER", haLagTimeMaxMs=2000)
+    await create_topic(master, "SyncDelay", queues=1)
+
+    async def in_sync() -> bool:
+        return await send(master, "SyncDelay", b"probe") == ResponseCode.SUCCESS
+
+    await eventually(in_sync, what="a SYNC_MASTER send acknowledged by the slave")
+    waits = int((await runtime_info(master))["haSyncWaits"])
+    assert await send(master, "SyncDelay", b"later", {"DELAY": "1"}) == ResponseCode.SUCCESS
+
+    async def delivered() -> bool:
+        return (await bodies(master, "SyncDelay"))[-1:] == [b"later"]
+
+    await eventually(delivered, timeout_s=10, what="the scheduled message in its real topic")
+    assert int((await runtime_info(master))["haSyncWaits"]) >= waits + 2  # the send and the delivery
+    stored = await call(slave, RequestCode.GET_MAX_OFFSET, {"topic": "SyncDelay", "queueId": 0})
+    assert int(stored.ext_fields["offset"]) == len(await bodies(master, "SyncDelay"))
 
 
 async def test_a_promoted_slave_leads_and_the_demoted_master_drops_its_divergent_tail(cluster: Cluster) -> None:
