@@ -531,7 +531,11 @@ class Store:
             # After a journal failure its damaged file must stay the last one: recovery treats a
             # bad entry there as a torn tail, but in an earlier file as corruption.
             try:
-                new_seq = self.journal.rotate(self._spares) if self.journal.size and self.failure is None else self.journal.seq
+                # In a worker thread: a rotation fsyncs (and without a spare preallocates a
+                # whole file); the loop keeps taking appends for the next round meanwhile.
+                journal, spares = self.journal, self._spares
+                new_seq = (await self.run_blocking(lambda: journal.rotate(spares))
+                           if journal.size and self.failure is None else journal.seq)
             except OSError as exc:
                 # The new file's directory entry may not be durable: acknowledging rounds written
                 # to it would be acknowledging before durable. Fail-stop the journal.
@@ -604,7 +608,8 @@ class Store:
                     await self._settle()  # the old file's fsyncs finish before it is closed
                     if self.failure is not None:
                         raise OSError(f"journal failed: {self.failure}")
-                    journal.rotate(self._spares)
+                    spares = self._spares
+                    await self.run_blocking(lambda: journal.rotate(spares))
                 seq = journal.seq
                 parts: list[Buffer] = []
                 head = jn.encode_entry_head
