@@ -10,6 +10,13 @@ bits of ``commitlog_offset`` is indexed below its queue offset. Entries are buff
 appended every ``flush_interval_s`` (one batch), so the send path never waits for the index.
 After a crash the tail of the index may be missing; ``recover`` re-indexes every queue log from
 its watermark to its end (RocketMQ re-dispatches the commit log the same way).
+
+In memory an entry is 24 bytes: the key's 64-bit hash in one bytearray (searched with
+``bytearray.find``, at C speed, only when someone queries) and its commit log offset and store
+time in an array; no per-key object, so the send path's cost does not grow with the index.
+Hits are candidates: callers check the message really has the key (a hash may collide). At
+most ``ENTRIES_MAX`` entries are kept (RocketMQ's maxIndexNum); past it the oldest half is
+forgotten, as RocketMQ's oldest index files go.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import asyncio
 import contextlib
 import logging
 import struct
-from collections.abc import Callable, Iterable
+from array import array
+from collections.abc import Iterable
 
 from adapters.rocket.message import (
     PROPERTY_KEYS,
@@ -37,6 +45,8 @@ ENTRY = struct.Struct(">qqh")
 FLUSH_INTERVAL_S = 0.2
 BATCH_ENTRIES_MAX = 20_000
 RESULTS_MAX = 64
+ENTRIES_MAX = 20_000_000
+_HASH = struct.Struct("=q")
 
 
 def index_keys(topic: str, properties: dict[str, str]) -> list[str]:
@@ -55,7 +65,9 @@ class KeyIndex:
         self.store = store
         self.log_config = log_config
         self._log: Log | None = None
-        self._map: dict[str, list[tuple[int, int]]] = {}
+        self._hashes = bytearray()  # the keys' hash(), 8 bytes each (native order)
+        self._entries = array("q")  # commit log offset, store time: two per entry
+        self.entries_max = ENTRIES_MAX
         self._watermarks: dict[int, int] = {}  # queue log id -> indexed below this offset
         self._pending: list[tuple[int, int, str]] = []  # (phys, store time, key), encoded by flush
         self._dirty_marks: set[int] = set()
@@ -89,7 +101,7 @@ class KeyIndex:
             key = bytes(payload[p : p + klen]).decode()
             p += klen
             if key:
-                self._map.setdefault(key, []).append((phys, ts))
+                self._add_one(key, phys, ts)
             else:
                 log_id, below = decode_commitlog_offset(phys)
                 self._watermarks[log_id] = max(self._watermarks.get(log_id, 0), below)
@@ -120,15 +132,22 @@ class KeyIndex:
     # -- updates (called on the send path: no IO here) ----------------------------------------
 
     def add(self, keys: list[str], phys: int, store_ts: int) -> None:
-        index = self._map
         pending = self._pending
         for key in keys:
-            hits = index.get(key)
-            if hits is None:
-                index[key] = [(phys, store_ts)]
-            else:
-                hits.append((phys, store_ts))
+            self._add_one(key, phys, store_ts)
             pending.append((phys, store_ts, key))
+
+    def _add_one(self, key: str, phys: int, store_ts: int) -> None:
+        self._hashes += _HASH.pack(hash(key))
+        self._entries.append(phys)
+        self._entries.append(store_ts)
+        if len(self._entries) > 2 * self.entries_max:
+            keep = self.entries_max // 2
+            del self._hashes[: len(self._hashes) - 8 * keep]
+            del self._entries[: len(self._entries) - 2 * keep]
+
+    def __len__(self) -> int:
+        return len(self._entries) // 2
 
     def mark(self, log_id: int, below: int) -> None:
         """Queue log ``log_id`` is indexed below queue offset ``below``."""
@@ -137,9 +156,22 @@ class KeyIndex:
             self._dirty_marks.add(log_id)
 
     def lookup(self, key: str, begin_ms: int, end_ms: int, max_num: int) -> list[int]:
-        """Commit log offsets of messages with this key stored in [begin_ms, end_ms], newest first."""
-        hits = [phys for phys, ts in self._map.get(key, ()) if begin_ms <= ts <= end_ms]
-        return hits[::-1][: max(1, min(max_num, RESULTS_MAX))]
+        """Commit log offsets of messages that may have this key (check them), stored in
+        [begin_ms, end_ms], newest first."""
+        limit = max(1, min(max_num, RESULTS_MAX))
+        needle = _HASH.pack(hash(key))
+        hashes, entries = self._hashes, self._entries
+        hits = []
+        at = hashes.rfind(needle)
+        while at >= 0:
+            if at % 8 == 0:
+                i = at // 4
+                if begin_ms <= entries[i + 1] <= end_ms:
+                    hits.append(entries[i])
+                    if len(hits) >= limit:
+                        break
+            at = hashes.rfind(needle, 0, at + 7)
+        return hits
 
     @property
     def last_update(self) -> tuple[int, int]:
@@ -178,12 +210,3 @@ class KeyIndex:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.flush()
-
-    def drop(self, predicate: Callable[[int], bool]) -> None:
-        """Forget entries whose commit log offset satisfies ``predicate`` (deleted topics)."""
-        for key in list(self._map):
-            kept = [e for e in self._map[key] if not predicate(e[0])]
-            if kept:
-                self._map[key] = kept
-            else:
-                del self._map[key]

@@ -342,7 +342,11 @@ class TransactionService:
             if found is None or found[:2] != (topic, qid):
                 continue
             raw = read_one(found[2], found[3])
-            if raw is not None and decode_one_stored(raw).sys_flag & SYSFLAG_TRANSACTION_MASK == SYSFLAG_TRANSACTION_COMMIT:
+            if raw is None:
+                continue
+            stored = decode_one_stored(raw)  # an index hit is a candidate: check the key
+            if (stored.properties.get(PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX) == uniq
+                    and stored.sys_flag & SYSFLAG_TRANSACTION_MASK == SYSFLAG_TRANSACTION_COMMIT):
                 return True
         return False
 

@@ -1,0 +1,70 @@
+"""The key index (keyindex.py): lookups answer what a plain dict of every key would, newest
+first, within the time window and the result limit, across a reopen of the store; memory is
+bounded (the oldest half goes past ``entries_max``)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from adapters.rocket.broker.keyindex import RESULTS_MAX, KeyIndex
+from logstore import LogConfig, SimClock, SimIO, Store
+
+CONFIG = LogConfig(flush="async")
+
+
+async def open_index(io: SimIO) -> tuple[Store, KeyIndex]:
+    store = await Store.open("/s", io=io, clock=SimClock())
+    index = KeyIndex(store, CONFIG)
+    await index.open([])
+    return store, index
+
+
+def reference(adds: list[tuple[str, int, int]], key: str, begin: int, end: int, limit: int) -> list[int]:
+    return [phys for k, phys, ts in reversed(adds) if k == key and begin <= ts <= end][:limit]
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from([f"T#k{i}" for i in range(12)]), st.integers(0, 100)), max_size=200),
+       st.integers(0, 100), st.integers(0, 100), st.integers(1, 80))
+def test_lookups_match_a_dict_of_every_key_and_survive_a_reopen(
+        keys: list[tuple[str, int]], begin: int, span: int, limit: int) -> None:
+    adds = [(k, 1000 + i, ts) for i, (k, ts) in enumerate(keys)]
+
+    async def body() -> None:
+        io = SimIO()
+        store, index = await open_index(io)
+        for k, phys, ts in adds:
+            index.add([k], phys, ts)
+        assert len(index) == len(adds)
+        for key in {k for k, _p, _t in adds} | {"T#absent"}:
+            want = reference(adds, key, begin, begin + span, min(limit, RESULTS_MAX))
+            assert index.lookup(key, begin, begin + span, limit) == want
+        await index.close()
+        await store.close()
+        store, index = await open_index(io)
+        for key in {k for k, _p, _t in adds}:
+            assert index.lookup(key, 0, 10**9, RESULTS_MAX) == reference(adds, key, 0, 10**9, RESULTS_MAX)
+        await index.close()
+        await store.close()
+
+    asyncio.run(body())
+
+
+def test_past_its_bound_the_oldest_half_is_forgotten() -> None:
+    async def body() -> None:
+        store, index = await open_index(SimIO())
+        index.entries_max = 1000
+        for i in range(1001):
+            index.add([f"T#k{i}"], i, i)
+        assert len(index) == 500
+        assert index.lookup("T#k0", 0, 10**9, 10) == []
+        assert index.lookup("T#k1000", 0, 10**9, 10) == [1000]
+        assert index.lookup("T#k501", 0, 10**9, 10) == [501]
+        assert index.lookup("T#k500", 0, 10**9, 10) == []
+        await index.close()
+        await store.close()
+
+    asyncio.run(body())
