@@ -42,6 +42,11 @@ class ReplicaPosition:
     leader_end_at_last_fetch: int
 
 
+def _expire(fut: asyncio.Future[bool]) -> None:
+    if not fut.done():
+        fut.set_result(False)
+
+
 @dataclass
 class _Waiter:
     end_offset: int
@@ -202,13 +207,13 @@ class LeaderState:
             return False
         if hw >= end_offset:
             return True
-        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        # One future and one timer handle (no timeout context, no shield: the future is ours,
+        # and a cancelled waiter's future is skipped by _settle).
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[bool] = loop.create_future()
         st.waiters.append(_Waiter(end_offset, min_insync, fut))
+        timer = loop.call_later(timeout, _expire, fut)
         try:
-            async with asyncio.timeout(timeout):
-                return await asyncio.shield(fut)
-        except TimeoutError:
-            return False
+            return await fut
         finally:
-            if not fut.done():
-                fut.cancel()
+            timer.cancel()
