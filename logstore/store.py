@@ -132,7 +132,8 @@ class Store:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logstore-fsync")
         self._journal_worker = OrderedWorker("logstore-journal", self.config.journal_threads)
         self._tasks: list[asyncio.Task[None]] = []
-        self.rounds = 0
+        self.rounds = 0  # group-commit rounds acknowledged
+        self.round_appends = 0  # sync appends those rounds covered
 
     # -- open / close ---------------------------------------------------------------------------
 
@@ -639,11 +640,11 @@ class Store:
                 except OSError as exc:
                     log.fail(exc)
             previous = self._inflight[-1] if self._inflight else None
-            self._inflight.append(asyncio.ensure_future(self._acknowledge(previous, synced, future, marks)))
+            self._inflight.append(asyncio.ensure_future(self._acknowledge(previous, synced, future, marks, len(queue))))
 
     async def _acknowledge(
         self, previous: asyncio.Task[None] | None, synced: asyncio.Future[None],
-        future: asyncio.Future[None], marks: list[tuple[Log, int, int, int]],
+        future: asyncio.Future[None], marks: list[tuple[Log, int, int, int]], appends: int,
     ) -> None:
         """Acknowledge a round once its fsync returned and every earlier round is acknowledged.
         A round after a failed one is never acknowledged: the failed fsync may have lost the
@@ -663,6 +664,7 @@ class Store:
                 future.set_exception(LogFailedError(f"store journal failed, sync logs fail-stopped: {self.failure}"))
             return
         self.rounds += 1
+        self.round_appends += appends
         for log, end, segment_base, segment_size in marks:
             log.commit_to(end, segment_base, segment_size)  # each append checks it on waking
         future.set_result(None)

@@ -153,6 +153,7 @@ class AdminProcessor:
             "bootTimestamp": str(self.started_ms), "pullHeldCount": str(b.pull.held),
             "queueLogs": str(len(b.queues.all_queues())), "flushDiskType": b.config.flush_disk_type,
             "consumerOffsetSaves": str(b.offsets.saves),
+            "storeGroupCommitRounds": str(b.store.rounds), "storeGroupCommitAppends": str(b.store.round_appends),
             **b.role.status(),
         }
         return cmd.make_response(ResponseCode.SUCCESS, body=orjson.dumps({"table": table}))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 
+import orjson
 import pytest
 
 from adapters.rocket.message import Message
@@ -89,6 +90,8 @@ async def test_auto_create_when_enabled(tmp_path: object) -> None:
         assert resp.code == 0, resp.remark
         _, got = await d.pull("Auto1", 2, 0)
         assert [m.body for m in got] == [b"hi"]
+        info = orjson.loads((await d.call(28)).body)["table"]  # GET_BROKER_RUNTIME_INFO
+        assert int(info["storeGroupCommitAppends"]) >= 1 and int(info["storeGroupCommitRounds"]) >= 1, info
     finally:
         await d.close()
         proc.stop()
