@@ -8,6 +8,14 @@ default) from ``poll`` once ``auto_commit_interval_ms`` (5 s) has passed since t
 as RocketMQ does, and also at shutdown (RocketMQ's shutdown persists only the last commit, so a
 restart re-delivers what was polled since); without it only by ``commit_sync``.
 ``seek`` moves a queue's next offset (pulls already buffered for it are thrown away).
+
+Flow control, RocketMQ's thresholds and defaults, checked before each pull of a queue (a queue
+over one waits 50 ms and checks again): ``pull_threshold_for_all`` (10000) messages buffered
+over every queue (counted as RocketMQ does: buffered pulls times ``pull_batch_size``),
+``pull_threshold_for_queue`` (1000) messages and ``pull_threshold_size_for_queue`` (100 MiB of
+bodies) cached for the queue, and ``consume_max_span`` (2000) offsets between the lowest and
+the highest message of the queue not yet polled. An application that stops polling holds a
+bounded amount of memory.
 """
 
 from __future__ import annotations
@@ -60,6 +68,9 @@ class LitePullConsumer(ConsumerBase):
         auto_commit_interval_ms: int = 5_000,
         pull_batch_size: int = 10,
         pull_threshold_for_queue: int = 1000,
+        pull_threshold_for_all: int = 10_000,
+        pull_threshold_size_for_queue: int = 100,
+        consume_max_span: int = 2000,
         poll_timeout_millis: int = 5_000,
         broker_suspend_max_time_ms: int = 20_000,
         offsets_dir: str | Path | None = None,
@@ -74,6 +85,9 @@ class LitePullConsumer(ConsumerBase):
         self.auto_commit_interval_ms = auto_commit_interval_ms
         self.pull_batch_size = pull_batch_size
         self.pull_threshold_for_queue = pull_threshold_for_queue
+        self.pull_threshold_for_all = pull_threshold_for_all
+        self.pull_threshold_size_for_queue = pull_threshold_size_for_queue  # MiB
+        self.consume_max_span = consume_max_span
         self.poll_timeout_millis = poll_timeout_millis
         self.broker_suspend_max_time_ms = broker_suspend_max_time_ms
         self._assigned: list[MessageQueue] | None = None
@@ -192,7 +206,7 @@ class LitePullConsumer(ConsumerBase):
         assert self._instance is not None and self._buffer is not None
         subscription = self.subscriptions.get(mq.topic) or build_subscription(mq.topic, "*")
         while not pq.dropped:
-            if pq.msg_count > self.pull_threshold_for_queue:
+            if self._flow_controlled(pq):
                 await asyncio.sleep(PULL_DELAY_WHEN_PAUSED_S)
                 continue
             try:
@@ -217,6 +231,14 @@ class LitePullConsumer(ConsumerBase):
                 self._buffer.put_nowait(_ConsumeRequest(mq, pq, result.msg_found_list))
             elif pq.msg_count == 0 and self._consumed.get(mq, -1) < offset:
                 self._consumed[mq] = offset  # every matching message before here was polled
+
+    def _flow_controlled(self, pq: ProcessQueue) -> bool:
+        """Whether to wait before pulling more for ``pq`` (the module docstring's thresholds)."""
+        assert self._buffer is not None
+        return (self._buffer.qsize() * self.pull_batch_size > self.pull_threshold_for_all
+                or pq.msg_count > self.pull_threshold_for_queue
+                or pq.msg_size > self.pull_threshold_size_for_queue * 1024 * 1024
+                or pq.max_span > self.consume_max_span)
 
     # -- the application's calls ------------------------------------------------------------
 

@@ -57,6 +57,8 @@ def test_defaults_are_rocketmq_s() -> None:
     assert (lite.auto_commit, lite.auto_commit_interval_ms, lite.pull_batch_size,
             lite.pull_threshold_for_queue, lite.poll_timeout_millis,
             lite.broker_suspend_max_time_ms) == (True, 5_000, 10, 1000, 5_000, 20_000)
+    assert (lite.pull_threshold_for_all, lite.pull_threshold_size_for_queue, lite.consume_max_span) == (
+        10_000, 100, 2000)
 
 
 @pytest.mark.parametrize("bad", [0, -1, 65536])
