@@ -460,6 +460,15 @@ class Log:
 
     # -- truncate, retention --------------------------------------------------------------------
 
+    async def _retire_journal(self, what: str) -> None:
+        """Before cutting batches: checkpoint, so queued sync appends land and the journal no
+        longer holds this log's batches. A fail-stopped log keeps the old journal files, and
+        recovery would replay the batches the cut removes: refuse rather than let them back."""
+        await self.hooks.checkpoint()
+        if self.is_sync and not self.hooks.journal_retired():
+            raise LogstoreError(f"cannot {what} sync log {self.name}: the journal still holds its batches "
+                                "(another log is fail-stopped; restart the store first)")
+
     async def truncate_to(self, offset: int) -> int:
         """Remove every batch at or after ``offset`` (a batch holding ``offset`` goes whole).
         Returns the new end offset. Durable when it returns."""
@@ -468,12 +477,7 @@ class Log:
             raise OffsetOutOfRangeError(
                 f"truncate to {offset} outside [{self.log_start_offset}, {self.assigned_offset}] of log {self.name}"
             )
-        await self.hooks.checkpoint()  # queued sync appends land; the journal no longer holds them
-        if self.is_sync and not self.hooks.journal_retired():
-            # A fail-stopped log kept the old journal files: recovery would replay the batches
-            # this truncate cuts. Refuse rather than let them come back.
-            raise LogstoreError(f"cannot truncate sync log {self.name}: the journal still holds its batches "
-                                "(another log is fail-stopped; restart the store first)")
+        await self._retire_journal("truncate")
         if offset >= self.end_offset:
             return self.end_offset
         i = self._segment_index(offset)
@@ -514,10 +518,7 @@ class Log:
         if offset < self.assigned_offset:
             raise OffsetOutOfRangeError(f"cannot start log {self.name} anew at {offset}: it ends at {self.assigned_offset}")
         async with self._start_lock:
-            await self.hooks.checkpoint()
-            if self.is_sync and not self.hooks.journal_retired():
-                raise LogstoreError(f"cannot reset sync log {self.name}: the journal still holds its batches "
-                                    "(another log is fail-stopped; restart the store first)")
+            await self._retire_journal("reset")
             self.log_start_offset = self.recovery_point = offset
             self.epochs.clear()
             self.high_watermark = offset

@@ -15,6 +15,10 @@ broker lock state of the queue (``locked``, ``last_lock_timestamp_s``) lives her
 
 Flow control reads ``msg_count``, ``msg_size`` (body bytes cached, as RocketMQ's ``msgSize``)
 and ``max_span`` (highest minus lowest waiting offset, RocketMQ's ``getMaxSpan``).
+
+A concurrent listener's start time is kept per message (``mark_consuming``; RocketMQ's
+CONSUME_START_TIME property) so ``expired`` finds the lowest message a listener has held for
+longer than consumeTimeout.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ class ProcessQueue:
         self.dropped = False
         self.last_pull_timestamp_s = time.monotonic()
         self.last_consume_timestamp_s = time.monotonic()
+        self._started: dict[int, float] = {}  # offset -> when a concurrent listener got it
         # Orderly only: taken by the listener, not committed yet (offset order).
         self._consuming: dict[int, Message] = {}
         self.locked = False
@@ -59,9 +64,11 @@ class ProcessQueue:
         if not self._msgs:
             return -1
         self.last_consume_timestamp_s = time.monotonic()
+        started = self._started
         for msg in msgs:
             if self._msgs.pop(msg.queue_offset, None) is not None:
                 self.msg_size -= body_len(msg)
+                started.pop(msg.queue_offset, None)
         return self.commit_offset()
 
     def remove_one(self, offset: int) -> int:
@@ -74,6 +81,7 @@ class ProcessQueue:
         msg = live.pop(offset, None)
         if msg is not None:
             self.msg_size -= body_len(msg)
+            self._started.pop(offset, None)
         order = self._order
         while order and order[0] not in live:
             order.popleft()
@@ -87,6 +95,21 @@ class ProcessQueue:
             return order[0]
         return self.queue_offset_max + 1 if self.queue_offset_max >= 0 else -1
 
+    def mark_consuming(self, msgs: Iterable[Message], now_s: float) -> None:
+        """A concurrent listener got ``msgs`` at ``now_s`` (monotonic)."""
+        started = self._started
+        for msg in msgs:
+            started[msg.queue_offset] = now_s
+
+    def expired(self, now_s: float, timeout_s: float) -> Message | None:
+        """The lowest cached message, if a listener has held it for over ``timeout_s``."""
+        offset = self.commit_offset()
+        msg = self._msgs.get(offset)
+        started = self._started.get(offset)
+        if msg is None or started is None or now_s - started <= timeout_s:
+            return None
+        return msg
+
     @property
     def max_span(self) -> int:
         """Highest minus lowest offset waiting to be consumed; 0 when at most one waits."""
@@ -96,6 +119,7 @@ class ProcessQueue:
 
     def clear(self) -> None:
         self._msgs.clear()
+        self._started.clear()
         self._order.clear()
         self._consuming.clear()
         self.queue_offset_max = -1

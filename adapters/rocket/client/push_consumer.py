@@ -19,6 +19,12 @@ The committed offset of a queue is the lowest offset still in flight, so a crash
 never skips. A failed message (RECONSUME_LATER, an exception) goes back to the broker with
 CONSUMER_SEND_MSG_BACK (clustering); broadcasting drops it with a warning, as RocketMQ does.
 
+A concurrent listener that holds a message for more than ``consume_timeout`` minutes (15,
+RocketMQ's consumeTimeout) does not hold the queue's offset forever: every ``consume_timeout``
+the lowest cached messages of each queue (up to 16) whose listener started that long ago are
+sent back (delay level 3) and forgotten, so the offset moves past them; the listener's late
+answer is then ignored (clustering only; RocketMQ's cleanExpireMsg).
+
 An orderly listener (MessageListenerOrderly) is consumed by consume_orderly.py instead: one
 batch per queue at a time, in offset order, under the queue's broker lock.
 """
@@ -29,6 +35,7 @@ import asyncio
 import contextlib
 import inspect
 import logging
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -69,6 +76,8 @@ PULL_DELAY_WHEN_FLOW_CONTROL_S = 0.05
 PULL_DELAY_WHEN_EXCEPTION_S = 3.0
 CONSUME_LATER_DELAY_S = 5.0  # RocketMQ's submitConsumeRequestLater
 SHUTDOWN_WAIT_S = 5.0  # how long shutdown waits for running listeners before committing
+EXPIRED_PER_QUEUE_MAX = 16  # messages sent back per queue per cleaning (RocketMQ's loop bound)
+EXPIRED_DELAY_LEVEL = 3
 
 
 class PushConsumer(ConsumerBase):
@@ -94,6 +103,7 @@ class PushConsumer(ConsumerBase):
         broker_suspend_max_time_ms: int = 15_000,
         max_reconsume_times: int = -1,
         suspend_current_queue_time_millis: int = 1000,
+        consume_timeout: float = 15,
         offsets_dir: str | Path | None = None,
     ) -> None:
         if consume_thread_min > consume_thread_max or consume_thread_max < 1:
@@ -104,6 +114,8 @@ class PushConsumer(ConsumerBase):
             raise ValueError("pull_batch_size must be in [1, 1024]")
         if not 1 <= pull_threshold_for_queue <= 65535:
             raise ValueError("pull_threshold_for_queue must be in [1, 65535]")
+        if not consume_timeout > 0:
+            raise ValueError("consume_timeout (minutes) must be positive")
         super().__init__(
             consumer_group, namesrv_addr=namesrv_addr, client_config=client_config,
             message_model=message_model, consume_from_where=consume_from_where,
@@ -123,6 +135,8 @@ class PushConsumer(ConsumerBase):
         # consumption reads -1 as its own default, 16 local retries before the DLQ.
         self.max_reconsume_times = max_reconsume_times
         self.suspend_current_queue_time_millis = suspend_current_queue_time_millis  # orderly
+        self.consume_timeout = consume_timeout  # minutes
+        self.expired_sent_back = 0
         self.rebalance_lock_interval_ms = LOCK_INTERVAL_MS  # orderly, CLUSTERING
         self.rebalance_lock_max_live_time_ms = LOCK_MAX_LIVE_TIME_MS
         self.pull_delay_when_exception_s = PULL_DELAY_WHEN_EXCEPTION_S
@@ -133,6 +147,7 @@ class PushConsumer(ConsumerBase):
         self._orderly: ConsumeMessageOrderlyService | None = None
         self._pool: ConsumePool[ConsumeRequest] | None = None  # concurrent listeners
         self._consume_tasks: set[asyncio.Task[None]] = set()  # orderly listeners
+        self._cleaner: asyncio.Task[None] | None = None  # consume_timeout, concurrent listeners
         self._semaphore: asyncio.Semaphore | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._rebalance_lock: asyncio.Lock | None = None
@@ -181,6 +196,8 @@ class PushConsumer(ConsumerBase):
             self._pool = ConsumePool(self._consume, self.consume_thread_min, self.consume_thread_max,
                                      name=f"consume-{self.group}")
             self._pool.start()
+            if self.message_model == MessageModel.CLUSTERING:
+                self._cleaner = asyncio.create_task(self._clean_expired_loop(), name=f"clean-expired-{self.group}")
         await self._update_routes(instance, self.subscriptions, quiet_topic=self.retry_topic)
         await instance.send_heartbeat_to_all_brokers()  # the broker makes the retry topic now
         await self.do_rebalance()
@@ -196,7 +213,8 @@ class PushConsumer(ConsumerBase):
         assert rebalance is not None and self._offset_store is not None
         for pq in rebalance.process_queue_table.values():
             pq.dropped = True  # stops pull loops; running listeners may still finish
-        await _cancel_all(list(self._pull_tasks.values()))
+        cleaner, self._cleaner = self._cleaner, None
+        await _cancel_all([*self._pull_tasks.values(), *([cleaner] if cleaner else [])])
         self._pull_tasks.clear()
         if self._pool is not None:
             await self._pool.wait_idle(SHUTDOWN_WAIT_S)
@@ -333,6 +351,7 @@ class PushConsumer(ConsumerBase):
         mq, pq, msgs = request
         if pq.dropped:
             return
+        pq.mark_consuming(msgs, time.monotonic())
         context = ConsumeConcurrentlyContext(mq)
         try:
             if self._listener_async:
@@ -381,6 +400,41 @@ class PushConsumer(ConsumerBase):
         self._consumed(mq, pq, [m for m in msgs if id(m) not in kept])
         if keep and not pq.dropped:
             self._submit(mq, pq, keep, delay_s=self.consume_later_delay_s)
+
+    async def _clean_expired_loop(self) -> None:
+        period_s = self.consume_timeout * 60
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await self.clean_expired_messages()
+            except Exception:
+                log.exception("group %s: cleaning expired messages failed", self.group)
+
+    async def clean_expired_messages(self) -> int:
+        """Send back the messages listeners have held for over ``consume_timeout`` minutes (the
+        lowest of each queue, up to 16 a queue) and forget them; how many went back."""
+        rebalance = self._rebalance
+        if rebalance is None:
+            return 0
+        timeout_s = self.consume_timeout * 60
+        sent = 0
+        for mq, pq in list(rebalance.process_queue_table.items()):
+            for _ in range(EXPIRED_PER_QUEUE_MAX):
+                if pq.dropped:
+                    break
+                msg = pq.expired(time.monotonic(), timeout_s)
+                if msg is None:
+                    break
+                context = ConsumeConcurrentlyContext(mq)
+                context.delay_level_when_next_consume = EXPIRED_DELAY_LEVEL
+                if not await self._send_message_back(msg, context):
+                    break  # kept: it is still running, and a crash would re-deliver it
+                log.warning("group %s: message %s of %s consumed for over %g min: sent back",
+                            self.group, msg.uniq_key or msg.msg_id, mq, self.consume_timeout)
+                self._consumed(mq, pq, [msg])
+                sent += 1
+        self.expired_sent_back += sent
+        return sent
 
     async def _send_message_back(self, msg: Message, context: ConsumeConcurrentlyContext) -> bool:
         """Hand a failed message to the broker's retry machinery (CONSUMER_SEND_MSG_BACK): it

@@ -7,6 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.rocket.client import new_message
 from adapters.rocket.client.process_queue import ProcessQueue
 from adapters.rocket.message import Message
 
@@ -53,3 +54,21 @@ def test_commit_offset_is_the_lowest_in_flight(ops: list[tuple[str, int, int]]) 
                 pq.commit()
         assert pq.msg_count == len(waiting)
         assert pq.commit_offset() == (min(waiting) if waiting else top + 1 if top >= 0 else -1)
+
+
+def test_expired_is_the_lowest_message_held_too_long() -> None:
+    pq = ProcessQueue()
+    msgs = []
+    for i in range(3):
+        m = new_message("T", b"m%d" % i)
+        m.queue_offset = i
+        msgs.append(m)
+    pq.put_messages(msgs)
+    assert pq.expired(1000.0, 10.0) is None  # nothing handed to a listener yet
+    pq.mark_consuming(msgs[:2], 100.0)
+    assert pq.expired(105.0, 10.0) is None
+    assert pq.expired(111.0, 10.0) is msgs[0]
+    assert pq.remove_one(0) == 1
+    assert pq.expired(111.0, 10.0) is msgs[1]
+    pq.remove_messages([msgs[1]])
+    assert pq.expired(10_000.0, 10.0) is None  # msgs[2] was never handed out

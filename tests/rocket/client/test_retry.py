@@ -176,3 +176,48 @@ def test_resend_dlq_usage(fast_serve: ServeProcess, capsys: pytest.CaptureFixtur
     assert admin_cli.main(["dlqList", *base, "-g", unique("NoSuchGroup"), "--json"]) == 0
     out = capsys.readouterr()
     assert '"messages": []' in out.out and "offset message id" in out.err
+
+
+@dataclass
+class Stuck:
+    """Holds the first delivery of b"stuck" until ``release`` is set; records every delivery."""
+
+    release: asyncio.Event = field(default_factory=asyncio.Event)
+    seen: list[Message] = field(default_factory=list)
+
+    async def consume_message(self, msgs: list[Message], ctx: ConsumeConcurrentlyContext) -> ConsumeConcurrentlyStatus:
+        self.seen += msgs
+        if any(m.body == b"stuck" for m in msgs) and len([m for m in self.seen if m.body == b"stuck"]) == 1:
+            await self.release.wait()
+        return ConsumeConcurrentlyStatus.CONSUME_SUCCESS
+
+
+@pytest.mark.anyio
+async def test_a_message_held_past_consume_timeout_is_sent_back_and_the_offset_moves_on(
+        fast_serve: ServeProcess) -> None:
+    topic, group = unique("T"), unique("G")
+    await create_topic([fast_serve.broker], fast_serve.namesrv, topic, 1)
+    listener = Stuck()
+    consumer = PushConsumer(group, client_config=config(fast_serve), consume_timeout=0.02,  # 1.2 s
+                            consume_from_where=ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET)
+    consumer.subscribe(topic, "*")
+    consumer.register_message_listener(listener)
+    await consumer.start()
+    try:
+        stuck_id, *_ = await produce(fast_serve, topic, b"stuck", b"a", b"b", b"c")
+        (mq,) = [q for q in consumer.assigned_queues() if q.topic == topic]
+        await wait_for(lambda: len([m for m in listener.seen if m.body != b"stuck"]) == 3)
+        assert consumer._offset_store is not None
+        assert await consumer._offset_store.read_offset(mq, from_store=False) <= 0  # held by "stuck"
+        # After 1.2 s the cleaner sends it back (delay level 3: 1 s here) and forgets it.
+        await wait_for(lambda: len([m for m in listener.seen if m.body == b"stuck"]) == 2)
+        again = [m for m in listener.seen if m.body == b"stuck"][1]
+        assert again.uniq_key == stuck_id and again.reconsume_times == 1
+        assert consumer.expired_sent_back == 1
+        assert await consumer._offset_store.read_offset(mq, from_store=False) == 4  # moved past it
+        assert not listener.release.is_set()  # while the first listener call still runs
+    finally:
+        listener.release.set()
+        await consumer.shutdown()
+    await asyncio.sleep(0)
+    assert len([m for m in listener.seen if m.body == b"stuck"]) == 2  # the late answer changed nothing

@@ -51,6 +51,7 @@ def test_defaults_are_rocketmq_s() -> None:
             c.consume_concurrently_max_span) == (1000, 100, 2000)
     assert (c.pull_batch_size, c.consume_message_batch_max_size, c.broker_suspend_max_time_ms) == (
         32, 1, 15_000)
+    assert c.consume_timeout == 15  # minutes
     half_hour_ago_ms = (time.time() - 30 * 60) * 1000
     assert abs(parse_consume_timestamp(c.consume_timestamp) - half_hour_ago_ms) < 5_000
     lite = LitePullConsumer("G")
