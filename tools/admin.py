@@ -15,7 +15,7 @@
     logstore admin dlqList          -g GROUP [-c 64] [-s BEGIN_OFFSET]
     logstore admin resendDlq        -g GROUP (-i MSGID[,MSGID...] | -a [-c 64])
     logstore admin brokerStatus     (-b ADDR | -c CLUSTER)
-    logstore admin promoteSlave     -b ADDR [-r ASYNC_MASTER|SYNC_MASTER]
+    logstore admin promoteSlave     -b ADDR [-r ASYNC_MASTER|SYNC_MASTER] [--force]
 
 Every subcommand takes ``-n namesrvAddr`` (``host:port;host:port``; default $NAMESRV_ADDR or
 127.0.0.1:9876) and ``--json`` (one JSON document on stdout instead of a table). Flags mqadmin has
@@ -40,7 +40,10 @@ broker (masters and slaves) of a cluster. ``promoteSlave`` (ours; RocketMQ 4 has
 command) makes the slave at ADDR the master of its group: it stops following, bumps the leader
 epoch, becomes ASYNC_MASTER (or ``-r SYNC_MASTER``) and re-registers with brokerId 0, so routes
 point at it. Stop the old master first, and restart it with brokerRole=SLAVE and a brokerId
-above 0: it then follows the new master (and drops whatever the new master never had).
+above 0: it then follows the new master (and drops whatever the new master never had). A
+slave whose recovery cut data (an unclean stop with a torn tail) may not lead until it has
+caught up with a master again; ``--force`` promotes it anyway, an unclean election that may
+lose acknowledged messages.
 """
 
 from __future__ import annotations
@@ -330,7 +333,7 @@ async def cmd_broker_status(admin: Admin, args: argparse.Namespace) -> None:
 
 async def cmd_promote_slave(admin: Admin, args: argparse.Namespace) -> None:
     before = await admin.broker_status(args.brokerAddr)
-    answer = await admin.promote_slave(args.brokerAddr, args.role)
+    answer = await admin.promote_slave(args.brokerAddr, args.role, force=args.force)
     doc = {"brokerAddr": args.brokerAddr, "brokerName": before.get("brokerName", ""),
            "oldBrokerId": int(before.get("brokerId", "-1")), "brokerRole": answer.get("brokerRole", args.role),
            "brokerId": int(answer.get("brokerId", "0")), "epoch": answer.get("epoch") or None}
@@ -449,6 +452,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("-b", "--brokerAddr", required=True, help="the slave to promote")
     sp.add_argument("-r", "--role", choices=("ASYNC_MASTER", "SYNC_MASTER"), default="ASYNC_MASTER",
                     help="its new brokerRole (default ASYNC_MASTER)")
+    sp.add_argument("--force", action="store_true",
+                    help="promote even a slave whose recovery cut data and that has not caught up since "
+                         "(an unclean election: acknowledged messages may be lost)")
     return p
 
 

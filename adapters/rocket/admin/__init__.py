@@ -156,9 +156,10 @@ class Admin:
         resp = await self.call(addr, RequestCode.GET_BROKER_RUNTIME_INFO)
         return {str(k): str(v) for k, v in (orjson.loads(resp.body or b"{}").get("table") or {}).items()}
 
-    async def promote_slave(self, addr: str, role: str = "ASYNC_MASTER") -> dict[str, str]:
-        """Make the slave at ``addr`` the master of its group (our PROMOTE_SLAVE request)."""
-        resp = await self.call(addr, PROMOTE_SLAVE, {"brokerRole": role})
+    async def promote_slave(self, addr: str, role: str = "ASYNC_MASTER", *, force: bool = False) -> dict[str, str]:
+        """Make the slave at ``addr`` the master of its group (our PROMOTE_SLAVE request);
+        ``force``: also one whose recovery cut data and that has not caught up since."""
+        resp = await self.call(addr, PROMOTE_SLAVE, {"brokerRole": role, "force": str(force).lower()})
         return dict(resp.ext_fields)
 
     async def topic_list(self) -> list[str]:

@@ -142,13 +142,13 @@ class HAService:
             if not self.config.ha_master_address:
                 await self.follow(ha_addr)
 
-    async def promote(self) -> int:
+    async def promote(self, *, force: bool = False) -> int:
         """Become the group's leader: stop following, bump the leader epoch (persisted before
         it takes effect: the old master's late writes are refused by every replica that saw
-        it), serve. Returns the new epoch."""
+        it), serve. Returns the new epoch. ``force``: even if the store may not lead."""
         await self.stop_following()
         self.leader_addr = None
-        epoch = await promote(self.broker.store)
+        epoch = await promote(self.broker.store, force=force)
         await self.serve()
         return epoch
 
@@ -228,6 +228,7 @@ class HAService:
         cfg = self.config
         doc = {
             "haLeaderEpoch": str(self.broker.store.leader_epoch),
+            "haMayLead": str(self.broker.store.may_lead).lower(),
             "haServerAddr": cfg.ha_server_addr,
             "haRole": "follower" if self.follower is not None else "leader" if self.server is not None else "none",
             "haSyncWaits": str(self.sync_waits), "haSyncTimeouts": str(self.sync_timeouts),

@@ -84,25 +84,32 @@ class RoleProcessor:
         if not self.broker.config.is_slave:
             return cmd.make_response(ResponseCode.SYSTEM_ERROR,
                                      f"{self.broker.config.broker_addr} is already a master ({self.broker.config.broker_role})")
+        force = (cmd.ext_fields.get("force") or "false").lower() == "true"
+        if not self.broker.store.may_lead and not force:
+            # Checked before anything changes: the broker stays a slave that can still catch up.
+            return cmd.make_response(ResponseCode.SYSTEM_ERROR, (
+                f"{self.broker.config.broker_addr} may not lead: its recovery cut data and it has not caught up "
+                "with a master since; promote a slave that has, or force it (acknowledged messages may be lost)"))
         try:
-            await self.promote(role)
+            await self.promote(role, force=force)
         except Exception as exc:
             log.exception("promotion failed")
             return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"promotion failed: {exc}")
         return cmd.make_response(ResponseCode.SUCCESS, ext_fields={
             "brokerRole": role, "brokerId": MASTER_ID, "epoch": "" if self.epoch is None else self.epoch})
 
-    async def promote(self, role: str) -> None:
+    async def promote(self, role: str, *, force: bool = False) -> None:
         broker = self.broker
         cfg = broker.config
-        log.warning("promoting %s (%s, id %d) to %s of %s", cfg.broker_addr, cfg.broker_role, cfg.broker_id,
-                    role, cfg.broker_name)
+        log.warning("promoting %s (%s, id %d) to %s of %s%s", cfg.broker_addr, cfg.broker_role, cfg.broker_id,
+                    role, cfg.broker_name, "" if broker.store.may_lead else
+                    " (forced: its recovery cut data and it has not caught up since)")
         cfg.broker_role, cfg.broker_id = role, MASTER_ID
         await broker.store.run_blocking(lambda: self.file.save({
             "brokerRole": role, "brokerId": MASTER_ID, "confBrokerRole": self.conf_role[0],
             "confBrokerId": self.conf_role[1], "promotedAtMs": int(time.time() * 1000)}))
         await broker.slave_sync.close()
-        self.epoch = await broker.ha.promote()
+        self.epoch = await broker.ha.promote(force=force)
         broker.schedule.reload_progress()
         indexed = broker.key_index.catch_up((t, lg, lid) for t, _q, lg, lid in broker.queues.all_queues())
         if indexed:

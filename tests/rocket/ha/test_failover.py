@@ -31,7 +31,7 @@ from adapters.rocket.client import (
     new_message,
 )
 from adapters.rocket.message import decode_stored
-from adapters.rocket.remoting import RequestCode, ResponseCode
+from adapters.rocket.remoting import PROMOTE_SLAVE, RequestCode, ResponseCode
 from adapters.rocket.testing import REPO, logstore_command
 
 from .group import Cluster, broker_addrs, call, create_topic, eventually, runtime_info
@@ -245,3 +245,39 @@ async def queue_bodies(addr: str, topic: str) -> list[bytes]:
         "consumerGroup": "CG", "topic": topic, "queueId": 0, "queueOffset": 0, "maxMsgNums": 32, "sysFlag": 0x4,
         "commitOffset": 0, "suspendTimeoutMillis": 0, "subscription": "*", "subVersion": 0, "expressionType": "TAG"})
     return [m.body for m in decode_stored(resp.body)] if resp.code == ResponseCode.SUCCESS else []
+
+
+async def test_a_slave_that_may_not_lead_is_refused_unless_forced(cluster: Cluster) -> None:
+    """A slave SIGKILLed with ASYNC_FLUSH data may have lost a tail a master counted on: until
+    it catches up with a master again it may not lead. With the master gone too, PROMOTE_SLAVE
+    is refused (and nothing changes); ``promoteSlave --force`` is the operator's unclean
+    election."""
+    master = cluster.start_broker("a-master", broker_name="broker-a")
+    slave = cluster.start_broker("a-slave", broker_name="broker-a", broker_id=1, role="SLAVE", slaveSyncInterval=500)
+    await create_topic(master, "Unclean", queues=1)
+    async with Producer("P_unclean", client_config=client_config(cluster)) as producer:
+        for i in range(5):
+            assert (await producer.send(new_message("Unclean", b"u%d" % i))).send_status == SendStatus.SEND_OK
+
+    async def copied() -> bool:
+        resp = await call(slave, RequestCode.GET_MAX_OFFSET, {"topic": "Unclean", "queueId": 0})
+        return resp.code == ResponseCode.SUCCESS and int(resp.ext_fields["offset"]) == 5
+
+    await eventually(copied, what="the messages on the slave")
+    assert (await runtime_info(slave))["haMayLead"] == "true"
+    cluster.kill("a-slave")
+    cluster.kill("a-master")
+    cluster.start_broker("a-slave", broker_name="broker-a", broker_id=1, role="SLAVE", slaveSyncInterval=500)
+    assert (await runtime_info(slave))["haMayLead"] == "false"
+    refused = await call(slave, PROMOTE_SLAVE, {"brokerRole": "ASYNC_MASTER"})
+    assert refused.code == ResponseCode.SYSTEM_ERROR and "may not lead" in (refused.remark or "")
+    info = await runtime_info(slave)
+    assert (info["brokerRole"], info["brokerId"], info["haMayLead"]) == ("SLAVE", "1", "false")
+    promoted = admin(cluster, "promoteSlave", "-b", slave, "--force")
+    assert promoted["brokerRole"] == "ASYNC_MASTER"
+    info = await runtime_info(slave)
+    assert (info["brokerRole"], info["haMayLead"]) == ("ASYNC_MASTER", "true")
+    assert int(info["haLeaderEpoch"]) >= 1
+    async with Producer("P_unclean2", client_config=client_config(cluster)) as producer:
+        result = await producer.send(new_message("Unclean", b"after"))
+    assert result.send_status == SendStatus.SEND_OK and result.queue_offset >= 5
