@@ -500,13 +500,22 @@ class Log:
             del self.segments[i + 1 :], self._bases[i + 1 :]
             seg.truncate(cut_pos)
             seg.next_offset = new_end
-            await self.hooks.run_blocking(lambda: self.sync_claimed([seg], True))
         except OSError as exc:
             self.fail(exc)
             raise LogFailedError(f"truncate of {self.name} failed: {exc}") from exc
+        await self._end_cut(seg, new_end, "truncate")
+        return new_end
+
+    async def _end_cut(self, seg: Segment, new_end: int, what: str) -> None:
+        """The last step of a cut: fsync the segment now last and the directory, then make
+        ``new_end`` the end. A failure leaves memory and files disagreeing: fail-stop."""
+        try:
+            await self.hooks.run_blocking(lambda: self.sync_claimed([seg], True))
+        except OSError as exc:
+            self.fail(exc)
+            raise LogFailedError(f"{what} of {self.name} failed: {exc}") from exc
         self.end_offset = self.assigned_offset = new_end
         self.commit()
-        return new_end
 
     async def truncate_fully_and_start_at(self, offset: int) -> None:
         """Drop every record and make ``offset`` (at or past the end) both the start and the
@@ -531,13 +540,11 @@ class Log:
                 self._bases[:] = [offset]
                 seg.dirty = False
                 self.dir_dirty = False
-                await self.hooks.run_blocking(lambda: self.sync_claimed([seg], True))
             except OSError as exc:
                 self.fail(exc)
                 raise LogFailedError(f"reset of {self.name} failed: {exc}") from exc
-            self.end_offset = self.assigned_offset = offset
             self.unflushed_bytes = 0
-            self.commit()
+            await self._end_cut(seg, offset, "reset")
 
     async def delete_records_before(self, offset: int) -> int:
         """Make ``offset`` the log start; delete segments wholly below it. Returns the start."""
