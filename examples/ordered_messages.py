@@ -38,6 +38,7 @@ from adapters.rocket.client import (
     PushConsumer,
     new_message,
 )
+from examples.lines import say
 
 ORDERS = [1001, 1002, 1003]
 STEPS = ["create", "pay", "complete"]
@@ -65,8 +66,7 @@ class PrintInOrder(MessageListenerOrderly):
                 continue  # an earlier run's message (this group starts at the first offset)
             with self.lock:
                 self.processed.setdefault(int(order_id), []).append(step)
-            print(f"  {self.name} queue {msg.queue_id} offset {msg.queue_offset}: order {order_id} {step}",
-                  flush=True)
+            say(f"  {self.name} queue {msg.queue_id} offset {msg.queue_offset}: order {order_id} {step}")
         return ConsumeOrderlyStatus.SUCCESS
 
 
@@ -90,7 +90,7 @@ async def run(namesrv: str, topic: str, timeout_s: float) -> bool:
         consumer.register_message_listener(PrintInOrder(name, run_id, processed, lock))
         await consumer.start()
         consumers.append(consumer)
-    print(f"two orderly consumers started in group order_Consumer_{run_id}", flush=True)
+    say(f"two orderly consumers started in group order_Consumer_{run_id}")
     await asyncio.sleep(1.0)  # both in the group, each holding the locks of its queues
     try:
         async with Producer("order_Producer", client_config=ClientConfig(namesrv_addr=namesrv)) as producer:
@@ -98,24 +98,24 @@ async def run(namesrv: str, topic: str, timeout_s: float) -> bool:
                 for order_id in ORDERS:
                     result = await producer.send(new_message(topic, f"{run_id}:{order_id}:{step}".encode(), tags=step,
                                                              keys=[f"KEY{order_id}"]), order_selector, order_id)
-                    print(f"sent order {order_id} {step} to queue {result.message_queue.queue_id}", flush=True)
+                    say(f"sent order {order_id} {step} to queue {result.message_queue.queue_id}")
         deadline = time.monotonic() + timeout_s
         while sum(len(s) for s in processed.values()) < len(ORDERS) * len(STEPS):
             if time.monotonic() > deadline:
-                print("timed out waiting for the consumers", flush=True)
+                say("timed out waiting for the consumers")
                 break
             await asyncio.sleep(0.05)
     finally:
         for consumer in consumers:
             await consumer.shutdown()
-    print("per-order sequences:")
+    say("per-order sequences:")
     ok = True
     for order_id in ORDERS:
         steps = processed.get(order_id, [])
         in_order = steps == STEPS
         ok = ok and in_order
-        print(f"  order {order_id}: {' -> '.join(steps)}{'' if in_order else '   <-- WRONG'}")
-    print("OK" if ok else "OUT OF ORDER", flush=True)
+        say(f"  order {order_id}: {' -> '.join(steps)}{'' if in_order else '   <-- WRONG'}")
+    say("OK" if ok else "OUT OF ORDER")
     return ok
 
 

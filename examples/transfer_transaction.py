@@ -46,6 +46,7 @@ from adapters.rocket.client import (
     TransactionProducer,
     new_message,
 )
+from examples.lines import say
 
 TOPIC = "TopicTransactionTest"  # the seed's names
 PRODUCER_GROUP = "transaction_Producer"
@@ -77,20 +78,20 @@ class TransferListener(TransactionListener):
         transfer = json.loads(msg.body)
         ok = self.bank.debit(transfer["id"], transfer["from"], transfer["amount"])
         if not ok:
-            print(f"local transaction {transfer['id']}: {transfer['from']} cannot pay "
+            say(f"local transaction {transfer['id']}: {transfer['from']} cannot pay "
                   f"{transfer['amount']} -> ROLLBACK_MESSAGE")
             return LocalTransactionState.ROLLBACK_MESSAGE
         if arg == "slow":  # the debit is written, but we return before we know it committed
-            print(f"local transaction {transfer['id']}: outcome not known yet -> UNKNOW")
+            say(f"local transaction {transfer['id']}: outcome not known yet -> UNKNOW")
             return LocalTransactionState.UNKNOW
-        print(f"local transaction {transfer['id']}: debited {transfer['from']} -> COMMIT_MESSAGE")
+        say(f"local transaction {transfer['id']}: debited {transfer['from']} -> COMMIT_MESSAGE")
         return LocalTransactionState.COMMIT_MESSAGE
 
     def check_local_transaction(self, msg: Message) -> LocalTransactionState:
         transfer = json.loads(msg.body)
         found = transfer["id"] in self.bank.debits
         state = LocalTransactionState.COMMIT_MESSAGE if found else LocalTransactionState.ROLLBACK_MESSAGE
-        print(f"broker check-back for {transfer['id']}: debit {'found' if found else 'missing'} -> {state.value}")
+        say(f"broker check-back for {transfer['id']}: debit {'found' if found else 'missing'} -> {state.value}")
         return state
 
 
@@ -114,7 +115,7 @@ async def main(namesrv: str, timeout_s: float) -> int:
             if not transfer["id"].startswith(run):
                 continue  # an earlier run's
             credits.append(transfer)
-            print(f"Smith's bank: credit {transfer['amount']} from {transfer['from']} ({transfer['id']})")
+            say(f"Smith's bank: credit {transfer['amount']} from {transfer['from']} ({transfer['id']})")
         return ConsumeConcurrentlyStatus.CONSUME_SUCCESS
 
     consumer = PushConsumer(CONSUMER_GROUP, client_config=config,
@@ -132,11 +133,11 @@ async def main(namesrv: str, timeout_s: float) -> int:
             transfer = {"id": f"{run}-{i}", "from": who, "to": "Smith", "amount": amount}
             msg = new_message(TOPIC, json.dumps(transfer).encode(), tags=f"transaction{i}", keys=f"KEY{i}")
             result = await producer.send_message_in_transaction(msg, arg)
-            print(f"transfer {i}: {result.send_status.value}, local transaction "
+            say(f"transfer {i}: {result.send_status.value}, local transaction "
                   f"{result.local_transaction_state.value}, msgId {result.msg_id}")
             if result.local_transaction_state != LocalTransactionState.ROLLBACK_MESSAGE:
                 expected.add(transfer["id"])
-        print("waiting for the broker's check-back of the UNKNOW transfer ...")
+        say("waiting for the broker's check-back of the UNKNOW transfer ...")
         deadline = time.monotonic() + timeout_s
         while {c["id"] for c in credits} != expected and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
@@ -146,7 +147,7 @@ async def main(namesrv: str, timeout_s: float) -> int:
         await consumer.shutdown()
     seen = sorted(c["id"] for c in credits)
     ok = seen == sorted(expected)
-    print(f"Smith received {len(seen)} credits: {', '.join(seen) or 'none'} -> "
+    say(f"Smith received {len(seen)} credits: {', '.join(seen) or 'none'} -> "
           f"{'OK: only the committed transfers' if ok else 'UNEXPECTED'}")
     return 0 if ok else 1
 
