@@ -127,7 +127,7 @@ async def main(namesrv: str, timeout_s: float) -> int:
                                    transaction_listener=TransferListener(Bank()))
     await producer.start()
     transfers = [("Bob", 100, None), ("Bob", 500, None), ("Alice", 50, "slow")]
-    expected = set()
+    expected: set[str] = set()
     try:
         for i, (who, amount, arg) in enumerate(transfers, 1):
             transfer = {"id": f"{run}-{i}", "from": who, "to": "Smith", "amount": amount}
