@@ -130,13 +130,14 @@ async def main(namesrv: str, timeout_s: float) -> int:
     expected: set[str] = set()
     try:
         for i, (who, amount, arg) in enumerate(transfers, 1):
-            transfer = {"id": f"{run}-{i}", "from": who, "to": "Smith", "amount": amount}
+            transfer_id = f"{run}-{i}"
+            transfer = {"id": transfer_id, "from": who, "to": "Smith", "amount": amount}
             msg = new_message(TOPIC, json.dumps(transfer).encode(), tags=f"transaction{i}", keys=f"KEY{i}")
             result = await producer.send_message_in_transaction(msg, arg)
             say(f"transfer {i}: {result.send_status.value}, local transaction "
                   f"{result.local_transaction_state.value}, msgId {result.msg_id}")
             if result.local_transaction_state != LocalTransactionState.ROLLBACK_MESSAGE:
-                expected.add(transfer["id"])
+                expected.add(transfer_id)
         say("waiting for the broker's check-back of the UNKNOW transfer ...")
         deadline = time.monotonic() + timeout_s
         while {c["id"] for c in credits} != expected and time.monotonic() < deadline:
