@@ -10,7 +10,9 @@ follower (its logs fail-stop; the controller restarts the node, as an operator w
 half-alive process), IO errors on a follower, a split brain (the leader cut off while a new
 one is promoted; a producer keeps writing to the old one until the heal demotes it), and a
 double fault (a follower power-cycled, then its leader killed before noticing: KIP-966's last
-replica standing). A producer appends unique values to the leader and waits for
+replica standing), and a trim (a follower down while the leader deletes its records below the
+high watermark, as retention would: back, the follower is behind the leader's log start and
+starts its log over there, in place). A producer appends unique values to the leader and waits for
 ``wait_replicated(min_insync=2)``: each write is ok, failed or indeterminate.
 
 The controller promotes only a replica that was in the leader's ISR of every log and may lead
@@ -23,7 +25,9 @@ connections (an old connection's late frames after a reconnect).
 Liveness phase: faults off, every node up; a final write per log must be acknowledged by all
 three replicas and the replicas converge. Oracles (Jepsen's queue checker): no acknowledged
 value lost, no value twice, no value that was never written, no offset holding different
-values on two replicas, every batch CRC-valid.
+values on two replicas, every batch CRC-valid. Each replica keeps its own log start (retention
+is per replica, as each RocketMQ broker deletes its own files): replicas are compared from the
+highest start, and an acknowledged value below a trim may be gone.
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ class Stats:
     io_faults: int = 0
     fsync_faults: int = 0
     truncations: int = 0
+    trims: int = 0
     unclean_elections: int = 0
     frames: int = 0
     broken_connections: int = 0
@@ -105,6 +110,7 @@ class Stats:
         return (f"writes={self.writes} acked={self.acked} failed={self.failed} indeterminate={self.indeterminate} "
                 f"kills={self.kills} leader_kills={self.leader_kills} promotions={self.promotions} "
                 f"partitions={self.partitions} splits={self.splits} io_faults={self.io_faults} fsync_faults={self.fsync_faults} truncations={self.truncations} "
+                f"trims={self.trims} "
                 f"unclean_elections={self.unclean_elections} "
                 f"frames={self.frames} broken={self.broken_connections} virtual_s={self.virtual_s:.1f}")
 
@@ -124,6 +130,7 @@ class Cluster:
         self.producer_target: Node | None = None  # a stale leader a producer still believes in
         self.stale_servers: dict[str, ReplicaServer] = {}
         self.acks: dict[str, tuple[str, int, list[int], float]] = {}  # value -> (leader, offset, isr, time)
+        self.trimmed: dict[str, int] = {}  # log -> the highest start a trim gave it
 
     def note(self, what: str) -> None:
         self.stats.events.append(f"{asyncio.get_running_loop().time():8.3f} {what}")
@@ -271,8 +278,8 @@ class Cluster:
     async def fault_event(self) -> None:
         up = [n for n in self.nodes.values() if n.up]
         followers = [n for n in up if n is not self.leader]
-        kind = self.rng.choices(["kill", "kill_leader", "promote", "partition", "fsync", "split", "ioerror", "double"],
-                                [30, 15, 15, 25, 15, 10, 10, 10])[0]
+        kind = self.rng.choices(["kill", "kill_leader", "promote", "partition", "fsync", "split", "ioerror", "double",
+                                 "trim"], [30, 15, 15, 25, 15, 10, 10, 10, 10])[0]
         loop = asyncio.get_running_loop()
         if kind == "kill" and followers:
             node = self.rng.choice(followers)
@@ -328,6 +335,8 @@ class Cluster:
                 await self.elect(self.eligible(None), None)
         elif kind == "split" and self.leader is not None:
             await self.split_brain(self.leader)
+        elif kind == "trim" and followers and self.leader is not None:
+            await self.trim(self.rng.choice(followers), self.leader)
         elif kind == "ioerror" and followers:
             node = self.rng.choice(followers)
             self.stats.io_faults += 1
@@ -344,6 +353,28 @@ class Cluster:
             node.io.clear_faults()
         await self.supervise()
         _ = loop
+
+    async def trim(self, node: Node, leader: Node) -> None:
+        """``node`` goes down, the producer goes on, the leader deletes a log's records below its
+        high watermark, ``node`` comes back behind the leader's new log start."""
+        self.note(f"kill {node.name} (for a trim)")
+        await self.kill(node)
+        # past the ISR lag time (1.5 s) the high watermark moves on without it
+        await asyncio.sleep(self.rng.uniform(0.5, 3.0))
+        if self.leader is leader and leader.store is not None:
+            name = self.rng.choice(sorted(LOGS))
+            lg = leader.store.log(name)
+            start = min(lg.high_watermark, lg.committed_offset)
+            if start > lg.log_start_offset and lg.failure is None:
+                try:
+                    start = await lg.delete_records_before(start)
+                except LogstoreError as exc:
+                    self.note(f"trim of {name} on {leader.name} failed: {exc}")
+                else:
+                    self.trimmed[name] = max(self.trimmed.get(name, 0), start)
+                    self.stats.trims += 1
+                    self.note(f"trim {name} on {leader.name} below {start}")
+        await self.restart(node)
 
     async def split_brain(self, old: Node) -> None:
         """The controller loses the leader (a partition, not a crash) and promotes another
@@ -466,10 +497,14 @@ class Cluster:
     def check(self, leader: Node) -> None:
         for name, outcomes in self.history.items():
             views = {}
+            starts = []
             for node in self.nodes.values():
                 assert node.store is not None
                 lg = node.store.log(name)
+                starts.append(lg.log_start_offset)
                 views[node.name] = read_all(node.name, lg)
+            common = max(starts)  # each replica keeps its own start: compare from the highest
+            views = {n: [(o, v) for o, v in view if o >= common] for n, view in views.items()}
             base = views[leader.name]
             for node_name, view in views.items():
                 if view != base:
@@ -482,12 +517,17 @@ class Cluster:
             present = set(values)
             for value, outcome in outcomes.items():
                 # an unclean election may lose what the lost replicas acknowledged (Kafka's
-                # unclean.leader.election); only then is the lost-write oracle off
-                if outcome == "ok" and value not in present and not self.stats.unclean_elections:
+                # unclean.leader.election); only then is the lost-write oracle off. A value
+                # acknowledged below the common start was trimmed, not lost.
+                if (outcome == "ok" and value not in present and not self.stats.unclean_elections
+                        and self.acks[value][1] >= common):
                     raise Violation(f"{name}: acknowledged value {value} was lost (acked as {self.acks.get(value)})")
             unknown = present - set(outcomes) - {"final"}
             if unknown:
                 raise Violation(f"{name}: values never written: {sorted(unknown)[:5]}")
+            if common > self.trimmed.get(name, 0) and not self.stats.unclean_elections:
+                raise Violation(f"{name}: a replica starts at {common}, above any trim "
+                                f"({self.trimmed.get(name, 0)}): records below it are gone")
 
 
 def read_all(node: str, lg: Log) -> list[tuple[int, bytes | None]]:

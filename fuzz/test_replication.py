@@ -100,3 +100,18 @@ def test_canary_a_replica_that_lost_data_may_lead() -> None:
 
     with planted(Store, "_recover_replication", recover):
         assert "acknowledged value" in _first_violation(range(1, 60))
+
+
+def test_canary_a_follower_starts_over_past_the_leader_start() -> None:
+    """A follower behind a trimmed leader starts its log one past the leader's log start: the
+    replicas hold different records at the same offsets."""
+    from logstore.replication import follower as follower_mod
+
+    original = follower_mod.Follower._restart_at
+
+    async def restart_at(self: Any, lg: Any, offset: int) -> None:
+        await original(self, lg, offset + 1)
+
+    with planted(follower_mod.Follower, "_restart_at", restart_at):
+        message = _first_violation(range(1, 60))
+    assert "above any trim" in message or "differs" in message or "lost" in message, message
