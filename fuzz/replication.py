@@ -290,16 +290,7 @@ class Cluster:
             await self.restart(node)
             self.note(f"restart {node.name} may_lead={node.store.may_lead if node.store else None}")
         elif kind == "kill_leader" and self.leader is not None:
-            old = self.leader
-            candidates = self.eligible(old)
-            self.stats.leader_kills += 1
-            self.note(f"kill leader {old.name}")
-            await self.kill(old)
-            await self.elect(candidates, None)
-            await asyncio.sleep(self.rng.uniform(0.05, 1.0))
-            await self.restart(old)
-            if self.leader is None:
-                await self.elect(self.eligible(None), None)
+            await self.kill_leader(self.leader)
         elif kind == "promote" and self.leader is not None:
             old = self.leader
             if await self.elect(self.eligible(old), old):
@@ -323,16 +314,7 @@ class Cluster:
             await self.kill(node)
             await self.restart(node)
             await asyncio.sleep(self.rng.uniform(0, 0.02))
-            old = self.leader
-            candidates = self.eligible(old)
-            self.stats.leader_kills += 1
-            self.note(f"kill leader {old.name}")
-            await self.kill(old)
-            await self.elect(candidates, None)
-            await asyncio.sleep(self.rng.uniform(0.05, 1.0))
-            await self.restart(old)
-            if self.leader is None:
-                await self.elect(self.eligible(None), None)
+            await self.kill_leader(self.leader)
         elif kind == "split" and self.leader is not None:
             await self.split_brain(self.leader)
         elif kind == "trim" and followers and self.leader is not None:
@@ -353,6 +335,19 @@ class Cluster:
             node.io.clear_faults()
         await self.supervise()
         _ = loop
+
+    async def kill_leader(self, old: Node) -> None:
+        """Kill the leader, elect one of the replicas that were eligible, restart the old one
+        (it comes back as a follower, or is elected itself when nobody else could be)."""
+        candidates = self.eligible(old)
+        self.stats.leader_kills += 1
+        self.note(f"kill leader {old.name}")
+        await self.kill(old)
+        await self.elect(candidates, None)
+        await asyncio.sleep(self.rng.uniform(0.05, 1.0))
+        await self.restart(old)
+        if self.leader is None:
+            await self.elect(self.eligible(None), None)
 
     async def trim(self, node: Node, leader: Node) -> None:
         """``node`` goes down, the producer goes on, the leader deletes a log's records below its

@@ -73,16 +73,12 @@ class Follower:
         self._stopping = False
         self._leader_logs: dict[str, proto.LogInfo] = {}
         self._correlation = itertools.count(1)
-        self._caught_up = asyncio.Event()
         self._catalog_version: int | None = None
         self._relist = False
         self.caught_up = False  # the last fetch found every log at the leader's end
         self.last_error: str | None = None
         self.failure: BaseException | None = None  # set when a fail-stopped log stopped the loop
-        self.fetches = 0
         self.truncations = 0  # divergences resolved by truncating
-        self.leader_high_watermarks: dict[str, int] = {}
-        self.leader_ends: dict[str, int] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
@@ -109,20 +105,6 @@ class Follower:
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
-
-    async def wait_caught_up(self, timeout: float) -> bool:
-        """Wait until a fetch finds every log at the leader's end (for tests and promotion)."""
-        self._caught_up.clear()
-        try:
-            async with asyncio.timeout(timeout):
-                await self._caught_up.wait()
-        except TimeoutError:
-            return False
-        return True
-
-    def positions(self) -> dict[str, int]:
-        """Where the next fetch of each log starts: what the leader will count as ours."""
-        return {name: self.store.logs[name].end_offset for name in self._leader_logs if name in self.store.logs}
 
     # -- the loop ---------------------------------------------------------------------------------
 
@@ -209,7 +191,6 @@ class Follower:
         if resp.error != proto.NONE:
             raise FencedError(f"leader {self.leader} answered: {proto.ERROR_NAMES.get(resp.error, resp.error)}")
         await self._check_epoch(resp.leader_epoch)
-        self.fetches += 1
         if self._catalog_version is not None and resp.catalog_version != self._catalog_version:
             self._relist = True
         self._catalog_version = resp.catalog_version
@@ -228,7 +209,6 @@ class Follower:
             self.last_error = None
             if not self.store.may_lead:
                 await self.store.set_may_lead(True)
-            self._caught_up.set()
 
     async def _apply(self, lg: Log, data: proto.PartitionData, to_flush: list[Log]) -> bool:
         """Apply one log's answer; False when it was an error or a truncation."""
@@ -244,15 +224,13 @@ class Follower:
         if data.diverging_epoch != UNDEFINED_EPOCH or data.diverging_end_offset >= 0:
             await self._truncate_diverging(lg, data.diverging_epoch, data.diverging_end_offset)
             return False
-        self.leader_ends[lg.name] = data.log_end
         if isinstance(data.records, tuple):
             raise ProtocolError("file regions in a decoded response")
         if data.records:
             lg.append_replicated(data.records)
             if lg.is_sync:
                 to_flush.append(lg)
-        lg.set_high_watermark(min(data.high_watermark, lg.end_offset))
-        self.leader_high_watermarks[lg.name] = data.high_watermark
+        lg.set_high_watermark(data.high_watermark)  # (never past our end)
         return True
 
     async def _truncate_diverging(self, lg: Log, epoch: int, leader_end: int) -> None:

@@ -139,15 +139,6 @@ class LeaderState:
                 st.isr -= lagging
             self._advance(log)
 
-    def forget_replica(self, replica_id: int) -> None:
-        """Drop a follower entirely (it was removed from the group)."""
-        for name, st in self._logs.items():
-            st.replicas.pop(replica_id, None)
-            st.isr.discard(replica_id)
-            log = self.store.logs.get(name)
-            if log is not None:
-                self._advance(log)
-
     def fence(self) -> None:
         """A newer leader exists: every pending and later replicated-ack wait answers False."""
         first = not self.fenced

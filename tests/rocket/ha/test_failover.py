@@ -14,8 +14,6 @@ import json
 import shutil
 import subprocess
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -37,15 +35,6 @@ from adapters.rocket.testing import REPO, logstore_command
 from .group import Cluster, broker_addrs, call, create_topic, eventually, runtime_info
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def client_config(cluster: Cluster) -> ClientConfig:

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -39,15 +37,6 @@ QUEUES = 4
 PRODUCERS = 8
 CONF: dict[str, Any] = {"flushDiskType": "ASYNC_FLUSH", "slaveSyncInterval": 500, "registerNameServerPeriod": 1000,
                            "syncFlushTimeout": 2000, "haLagTimeMaxMs": 5000}
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def log_tails(cluster: Cluster, lines: int = 25) -> str:

@@ -4,8 +4,6 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -15,15 +13,6 @@ from adapters.rocket.remoting import PROMOTE_SLAVE, RequestCode, ResponseCode
 from .group import Cluster, broker_addrs, call, create_topic, eventually, runtime_info
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
-
-
-@pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path)
-    try:
-        yield c
-    finally:
-        c.close()
 
 
 def send_ext(topic: str, properties: dict[str, str] | None = None) -> dict[str, object]:
