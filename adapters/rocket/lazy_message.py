@@ -26,11 +26,10 @@ from .message import (
     MAGIC_V2,
     STORED_HEAD,
     STORED_HEAD_BYTES,
-    SYSFLAG_BORNHOST_V6,
     SYSFLAG_COMPRESSED,
-    SYSFLAG_STOREHOST_V6,
     Message,
     MessageFormatError,
+    body_length_position,
     decode_one_stored,
 )
 
@@ -115,8 +114,7 @@ def decode_stored_lazy(buf: bytes, finish: Finish | None = None) -> list[Message
                 finish(msg)
         else:
             # The body's length (for flow control's cached bytes) is read without decoding.
-            at = pos + STORED_HEAD_BYTES + (20 if sys_flag & SYSFLAG_BORNHOST_V6 else 8) + 8
-            at += (20 if sys_flag & SYSFLAG_STOREHOST_V6 else 8) + 12
+            at = body_length_position(pos, sys_flag)
             msg = new(LazyMessage)
             msg.__dict__ = {"queue_offset": queue_offset, "_src": src, "_pos": pos,
                             BODY_LEN: int.from_bytes(buf[at : at + 4], "big")}

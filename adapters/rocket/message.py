@@ -84,8 +84,8 @@ QUEUE_OFFSET_POSITION = 20
 COMMITLOG_OFFSET_POSITION = 28
 SYSFLAG_POSITION = 36
 # size, magic, crc, queueId, flag, queueOffset, phys, sysFlag, bornTs
-STORED_HEAD = _HEAD = struct.Struct(">iIiiiqqiq")
-STORED_HEAD_BYTES = _HEAD_BYTES = _HEAD.size  # 48: born host starts here
+STORED_HEAD = struct.Struct(">iIiiiqqiq")
+STORED_HEAD_BYTES = STORED_HEAD.size  # 48: born host starts here
 # Everything before the body when both hosts are IPv4: head, born host, store timestamp, store
 # host, reconsume times, prepared transaction offset, body length.
 _HEAD_V4 = struct.Struct(">iIiiiqqiq8sq8siqi")
@@ -275,9 +275,9 @@ def encode_stored_raw(
     if len(topic) > 0x7FFF:
         raise MessageFormatError("topic too long")
     topic_len = _I16.pack(len(topic)) if v2 else bytes((len(topic),))
-    size = (_HEAD_BYTES + len(born_host) + 8 + len(store_host) + 4 + 8 + 4 + len(body)
+    size = (STORED_HEAD_BYTES + len(born_host) + 8 + len(store_host) + 4 + 8 + 4 + len(body)
             + len(topic_len) + len(topic) + 2 + len(properties))
-    head = _HEAD.pack(
+    head = STORED_HEAD.pack(
         size, MAGIC_V2 if v2 else MAGIC_V1, body_crc(body) if crc is None else crc, queue_id, flag,
         queue_offset, commitlog_offset, sys_flag, born_timestamp,
     )
@@ -308,7 +308,7 @@ def stored_size(buf: bytes | bytearray | memoryview, pos: int = 0) -> int:
     if len(buf) - pos < 4:
         raise MessageFormatError("truncated record")
     (size,) = STORE_SIZE.unpack_from(buf, pos)
-    if size < _HEAD_BYTES or pos + size > len(buf):
+    if size < STORED_HEAD_BYTES or pos + size > len(buf):
         raise MessageFormatError(f"record size {size} at byte {pos} is out of range")
     return int(size)
 
@@ -317,10 +317,10 @@ def decode_one_stored(buf: bytes | bytearray | memoryview, pos: int = 0) -> Mess
     size = stored_size(buf, pos)
     end = pos + size
     try:
-        (_s, magic, crc, queue_id, flag, queue_offset, phys, sys_flag, born_ts) = _HEAD.unpack_from(buf, pos)
+        (_s, magic, crc, queue_id, flag, queue_offset, phys, sys_flag, born_ts) = STORED_HEAD.unpack_from(buf, pos)
         if magic not in (MAGIC_V1, MAGIC_V2):
             raise MessageFormatError(f"bad magic {magic:#x} at byte {pos}")
-        p = pos + _HEAD_BYTES
+        p = pos + STORED_HEAD_BYTES
         if not sys_flag & (SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6):
             # The common case (IPv4 hosts) in one unpack: the consume path runs this per message.
             born_raw, store_ts, store_raw, reconsume, prepared, body_len = _V4_MIDDLE.unpack_from(buf, p)
@@ -371,12 +371,18 @@ def decode_one_stored(buf: bytes | bytearray | memoryview, pos: int = 0) -> Mess
     )
 
 
+def body_length_position(pos: int, sys_flag: int) -> int:
+    """Where the body length of the stored record at ``pos`` is: after the head, born host,
+    store timestamp, store host, reconsume times and prepared transaction offset."""
+    return (pos + STORED_HEAD_BYTES + (20 if sys_flag & SYSFLAG_BORNHOST_V6 else 8) + 8
+            + (20 if sys_flag & SYSFLAG_STOREHOST_V6 else 8) + 12)
+
+
 def stored_properties(buf: bytes | bytearray | memoryview, pos: int = 0) -> str:
     """Only the properties string of the record at ``pos`` (for tag filtering and indexing)."""
     view = memoryview(buf)
     (sys_flag,) = _I32.unpack_from(view, pos + SYSFLAG_POSITION)
-    p = pos + _HEAD_BYTES + (20 if sys_flag & SYSFLAG_BORNHOST_V6 else 8) + 8
-    p += (20 if sys_flag & SYSFLAG_STOREHOST_V6 else 8) + 12
+    p = body_length_position(pos, sys_flag)
     (body_len,) = _I32.unpack_from(view, p)
     p += 4 + body_len
     (magic,) = struct.unpack_from(">I", view, pos + 4)

@@ -82,10 +82,7 @@ class ProcessQueue:
         if msg is not None:
             self.msg_size -= body_len(msg)
             self._started.pop(offset, None)
-        order = self._order
-        while order and order[0] not in live:
-            order.popleft()
-        return order[0] if order else self.queue_offset_max + 1
+        return self.commit_offset()
 
     def commit_offset(self) -> int:
         order, live = self._order, self._msgs
@@ -115,7 +112,8 @@ class ProcessQueue:
         """Highest minus lowest offset waiting to be consumed; 0 when at most one waits."""
         if len(self._msgs) < 2:
             return 0
-        return next(reversed(self._msgs)) - next(iter(self._msgs))
+        # the lowest through the deque: a dict's first key walks over every removed one
+        return next(reversed(self._msgs)) - self.commit_offset()
 
     def clear(self) -> None:
         self._msgs.clear()
