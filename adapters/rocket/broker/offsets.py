@@ -24,6 +24,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from adapters.rocket.aio import wait_event
+
 from .persist import JsonFile
 
 log = logging.getLogger(__name__)
@@ -162,9 +164,7 @@ class ConsumerOffsetManager:
 
     async def _writer(self) -> None:
         while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.flush_interval_s):
-                    await self._wake.wait()
+            await wait_event(self._wake, self.flush_interval_s)
             self._wake.clear()
             version = self._version
             if version == self._saved_version:

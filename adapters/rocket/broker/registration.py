@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from adapters.rocket.aio import wait_event
 from adapters.rocket.remoting import (
     RemotingClient,
     RemotingCommand,
@@ -88,11 +89,7 @@ class Registrar:
             self._kick.clear()
             await self.register_all()
             wait_s = min(period_s, SEEKING_MASTER_PERIOD_S) if self.seeking_master() else period_s
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands
-            # just as the event is set, and close() would wait for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(wait_s):
-                    await self._kick.wait()
+            await wait_event(self._kick, wait_s)
 
     async def close(self) -> None:
         if self._task is not None:

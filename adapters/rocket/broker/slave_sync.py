@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from adapters.rocket.aio import wait_event
 from adapters.rocket.remoting import (
     Connection,
     RemotingClient,
@@ -117,11 +118,7 @@ class SlaveSynchronize:
             self._kick.clear()
             if self.master_addr is not None:
                 await self.sync_all()
-            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancel that lands
-            # just as the event is set, and close() would wait for this loop forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(period_s):
-                    await self._kick.wait()
+            await wait_event(self._kick, period_s)
 
     async def sync_all(self) -> bool:
         """One round: topics, offsets, delay progress, subscription groups. False if it failed."""

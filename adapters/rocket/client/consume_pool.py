@@ -27,6 +27,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
 
+from ..aio import wait_event
+
 log = logging.getLogger(__name__)
 
 R = TypeVar("R")
@@ -168,12 +170,7 @@ class ConsumePool(Generic[R]):
 
     async def wait_idle(self, timeout_s: float) -> bool:
         """Wait until no request waits or runs; False if that took longer than ``timeout_s``."""
-        try:
-            async with asyncio.timeout(timeout_s):
-                await self._idle.wait()
-        except TimeoutError:
-            return False
-        return True
+        return await wait_event(self._idle, timeout_s)
 
     async def close(self) -> None:
         """Drop waiting requests and stop every worker (a running listener is cancelled)."""

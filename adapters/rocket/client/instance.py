@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 import orjson
 
+from ..aio import wait_event
 from ..message import PROPERTY_PRODUCER_GROUP, MessageFormatError, decode_one_stored
 from ..remoting import Connection, RemotingClient, RemotingCommand, RequestCode
 from ._msgutil import prepare_pulled
@@ -311,12 +312,7 @@ class MQClientInstance:
 
     async def _rebalance_loop(self) -> None:
         while True:
-            # asyncio.timeout, not wait_for: on Python 3.11 wait_for swallows a cancellation that
-            # arrives just as the event is set (a NOTIFY_CONSUMER_IDS_CHANGED during shutdown),
-            # and this loop then outlives shutdown, which waits for it forever.
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.rebalance_interval_ms / 1000):
-                    await self._rebalance_now.wait()
+            await wait_event(self._rebalance_now, self.config.rebalance_interval_ms / 1000)
             self._rebalance_now.clear()
             await self.do_rebalance()
 
