@@ -53,17 +53,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib
 import os
 import shutil
 import socket
 import statistics
 import sys
-import tempfile
 import threading
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Protocol, cast
 
 import crc32c
@@ -74,7 +72,7 @@ from logstore.batch import Record, build_batch
 from logstore.config import FLUSH_ASYNC, FLUSH_SYNC, LogConfig
 from logstore.log import Log
 from logstore.store import CLEAN_MARKER, Store
-from tools.benchkit import Figure, Goal, Reporter
+from tools.benchkit import Figure, Goal, Reporter, fresh, workdir
 
 MB = 1_000_000
 MiB = 1024 * 1024
@@ -167,25 +165,6 @@ def records_in(batch: bytes | bytearray) -> int:
     from logstore.batch import parse_header
 
     return parse_header(batch).record_count
-
-
-@contextlib.contextmanager
-def workdir(path: str | None) -> Iterator[str]:
-    if path is not None:
-        os.makedirs(path, exist_ok=True)
-        yield path
-        return
-    tmp = tempfile.mkdtemp(prefix="logstore-bench-")
-    try:
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def fresh(path: str) -> str:
-    shutil.rmtree(path, ignore_errors=True)
-    os.makedirs(path)
-    return path
 
 
 def segment_files(log: Log) -> list[tuple[str, int]]:

@@ -33,11 +33,9 @@ import argparse
 import asyncio
 import contextlib
 import os
-import shutil
 import signal
 import socket
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -55,7 +53,7 @@ from adapters.rocket.remoting import (
 from adapters.rocket.testing import LogstoreProcess, write_conf
 from logstore import runtime
 from tools import benchkit
-from tools.benchkit import Figure, Goal, note
+from tools.benchkit import Figure, Goal, fresh, note, workdir
 from tools.cli_support import parse_args
 
 MSG_BYTES = 1024
@@ -372,17 +370,8 @@ def main(argv: list[str] | None = None) -> int:
         print("logstore bench ha: --seconds, --senders, --queues and --sample-ms must be positive", file=sys.stderr)
         return 2
     rep = Reporter(args.json)
-    if args.dir is not None:
-        root = Path(args.dir) / "bench-ha"
-        shutil.rmtree(root, ignore_errors=True)
-        root.mkdir(parents=True)
-        runtime.run(run(args, root, rep))
-        return 0
-    tmp = Path(tempfile.mkdtemp(prefix="logstore-bench-ha-"))
-    try:
-        runtime.run(run(args, tmp, rep))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    with workdir(args.dir, "logstore-bench-ha-") as base:
+        runtime.run(run(args, Path(fresh(os.path.join(base, "bench-ha"))), rep))
     return 0
 
 

@@ -65,7 +65,6 @@ import os
 import random
 import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,7 +88,7 @@ from adapters.rocket.testing import STOP_GRACE_S, ServeProcess
 from logstore import runtime
 from tools import benchkit
 from tools.bench_delay import bench_delay
-from tools.benchkit import Figure, Goal, cpu_seconds, note
+from tools.benchkit import Figure, Goal, cpu_seconds, note, workdir
 from tools.cli_support import parse_args
 
 MSG_BYTES = 1024
@@ -671,18 +670,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     random.seed()
     rep = Reporter(args.json)
-    if args.dir is not None:
-        work = Path(args.dir)
-        work.mkdir(parents=True, exist_ok=True)
+    with workdir(args.dir, "logstore-bench-rocket-") as base:
+        work = Path(base)
         for sub in ("bench-rocket-sync", "bench-rocket-async", "bench-rocket-delay"):
             shutil.rmtree(work / sub, ignore_errors=True)  # each run starts from empty stores
         runtime.run(run_all(args, rep, work))
-        return 0
-    tmp = Path(tempfile.mkdtemp(prefix="logstore-bench-rocket-"))
-    try:
-        runtime.run(run_all(args, rep, tmp))
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0
 
 

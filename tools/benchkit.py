@@ -5,9 +5,13 @@ params`` (``goal`` is ``{"of": "ratio"|"value", "min"|"max": limit, "met": bool}
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
@@ -106,3 +110,24 @@ def cpu_seconds(pid: int | None = None) -> float:
     # utime and stime are the 14th and 15th fields of the line.
     fields = stat[stat.rindex(b")") + 2 :].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@contextlib.contextmanager
+def workdir(path: str | None, prefix: str = "logstore-bench-") -> Iterator[str]:
+    """``--dir`` (made if missing, kept) or a temporary directory removed afterwards."""
+    if path is not None:
+        os.makedirs(path, exist_ok=True)
+        yield path
+        return
+    tmp = tempfile.mkdtemp(prefix=prefix)
+    try:
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def fresh(path: str) -> str:
+    """``path`` as an empty directory (whatever an earlier run left there goes)."""
+    shutil.rmtree(path, ignore_errors=True)
+    os.makedirs(path)
+    return path
