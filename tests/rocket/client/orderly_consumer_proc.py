@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 
 from adapters.rocket.client import (
     ClientConfig,
@@ -27,6 +26,7 @@ from adapters.rocket.client import (
 )
 
 from .orderly_support import LOCK_INTERVAL_MS, LOCK_MAX_LIVE_MS, parse_body
+from .support import run_until_stop
 
 
 class Record(MessageListenerOrderly):
@@ -54,16 +54,10 @@ async def main(args: argparse.Namespace) -> None:
     consumer.rebalance_lock_max_live_time_ms = LOCK_MAX_LIVE_MS
     consumer.subscribe(args.topic, "*")
     consumer.register_message_listener(Record(fd, args.name, args.sleep_ms / 1000))
-    await consumer.start()
-    print("started", flush=True)
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line or line.strip() == "stop":
-            break
-    await consumer.shutdown()
-    os.close(fd)
-    print("stopped", flush=True)
+    try:
+        await run_until_stop(consumer)
+    finally:
+        os.close(fd)
 
 
 if __name__ == "__main__":

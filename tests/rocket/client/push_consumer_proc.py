@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import sys
 
 from adapters.rocket.client import (
     ClientConfig,
@@ -19,6 +18,8 @@ from adapters.rocket.client import (
     Message,
     PushConsumer,
 )
+
+from .support import run_until_stop
 
 
 async def consume(msgs: list[Message], context: ConsumeConcurrentlyContext) -> ConsumeConcurrentlyStatus:
@@ -30,15 +31,7 @@ async def main(args: argparse.Namespace) -> None:
     consumer = PushConsumer(args.group, client_config=config)
     consumer.subscribe(args.topic, "*")
     consumer.register_message_listener(consume)
-    await consumer.start()
-    print("started", flush=True)
-    loop = asyncio.get_running_loop()
-    while True:
-        line = await loop.run_in_executor(None, sys.stdin.readline)
-        if not line or line.strip() == "stop":
-            break
-    await consumer.shutdown()
-    print("stopped", flush=True)
+    await run_until_stop(consumer)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -108,3 +109,17 @@ async def broker_offset(server: Server, group: str, mq: MessageQueue) -> int | N
     async with RemotingClient() as remoting:
         api = MQClientAPI(remoting, [server.namesrv], 5.0)
         return await api.query_consumer_offset(server.broker, group, mq)
+
+
+async def run_until_stop(consumer: PushConsumer) -> None:
+    """For a consumer process: start, print ``started``, run until stdin says ``stop`` or
+    closes, shut down, print ``stopped``."""
+    await consumer.start()
+    print("started", flush=True)
+    loop = asyncio.get_running_loop()
+    while True:
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        if not line or line.strip() == "stop":
+            break
+    await consumer.shutdown()
+    print("stopped", flush=True)
