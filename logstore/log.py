@@ -581,8 +581,6 @@ class Log:
             total -= seg.size
             drop += 1
         if drop:
-            # The new start is taken before the await: a concurrent retention pass (the
-            # store's background task) may drop the same segments meanwhile.
             new_start = self.segments[drop].base_offset
             await self._flush_through(new_start)
             self.log_start_offset = max(self.log_start_offset, new_start)

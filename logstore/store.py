@@ -215,14 +215,12 @@ class Store:
         anything a leader may have counted on (RELIABILITY.md class 5)."""
         for name, log in self.logs.items():
             lc = cp.logs.get(name)
-            log.leader_epoch = self.leader_epoch
             rebuilt = log.recover_epochs(lc.epochs if lc else [], lc.recovery_point if lc else log.log_start_offset)
             self.report.logs[name].epochs_rebuilt = rebuilt
             log.high_watermark = min(lc.high_watermark if lc else 0, log.end_offset)
             # batches stamped with an epoch whose checkpoint was lost: the data wins
             self.leader_epoch = max(self.leader_epoch, log.epochs.last_epoch)
-        for log in self.logs.values():
-            log.leader_epoch = self.leader_epoch
+        self._stamp_with(self.leader_epoch)
         # A sync log's cut tail was never visible (readers and followers see only what the
         # journal's fsync covered, and replay restored that). An async log's tail may have been
         # seen, counted by a leader's high watermark, and lost: cut as torn, or dropped whole by
@@ -437,8 +435,8 @@ class Store:
         return loop.run_in_executor(self._executor, fn)
 
     def _in_journal_order(self, write: Callable[[], None], sync: Callable[[], None]) -> asyncio.Future[None]:
-        """Run a journal write in the journal thread, after every earlier one, then its fsync on
-        a sync thread (both inline when IO does not block, as simulated IO's does not)."""
+        """Run a journal write on a journal thread, after every earlier one, then its fsync on
+        the same thread (both inline when IO does not block, as simulated IO's does not)."""
         if not self.io.fsync_blocks:
             def both() -> None:
                 write()
@@ -499,9 +497,7 @@ class Store:
             for log in self.logs.values():
                 log.epochs.assign(epoch, log.assigned_offset)
             await self.run_blocking(lambda: self._write_checkpoint_now(leader_epoch=epoch))
-        self.leader_epoch = epoch
-        for log in self.logs.values():
-            log.leader_epoch = epoch
+        self._stamp_with(epoch)
 
     async def observe_leader_epoch(self, epoch: int) -> None:
         """A follower saw a leader of ``epoch``: remember it durably (fencing older leaders).
@@ -510,6 +506,10 @@ class Store:
             return
         async with self._checkpoint_lock:
             await self.run_blocking(lambda: self._write_checkpoint_now(leader_epoch=epoch))
+        self._stamp_with(epoch)
+
+    def _stamp_with(self, epoch: int) -> None:
+        """``epoch`` is durable: appends from now on are stamped with it."""
         self.leader_epoch = epoch
         for log in self.logs.values():
             log.leader_epoch = epoch
