@@ -31,10 +31,10 @@ from adapters.rocket.client import (
     Producer,
     PushConsumer,
 )
-from tools.benchkit import Goal, note
+from tools.benchkit import Goal, Stats, note
 
 if TYPE_CHECKING:
-    from tools.bench_rocket import Reporter, Server, Stats
+    from tools.bench_rocket import Reporter, Server
 
 MSG_BYTES = 1024
 _STAMP = struct.Struct(">dc")  # due (wall clock, s); kind: W warm-up, N now, D level, T TIMER_DELIVER_MS
@@ -59,7 +59,7 @@ async def _send_at_rate(producer: Producer, rate: float, seconds: float, make: A
     return total
 
 
-async def bench_delay(server: Server, rep: Reporter, args: Any, stats: type[Stats]) -> None:
+async def bench_delay(server: Server, rep: Reporter, args: Any) -> None:
     topic = "BenchDelay"
     await server.create_topic(topic, 4)
     pad = os.urandom(MSG_BYTES - _STAMP.size)
@@ -127,6 +127,6 @@ async def bench_delay(server: Server, rep: Reporter, args: Any, stats: type[Stat
     p = {"rate": args.rate, "seconds": args.delay_seconds, "sent": sent, "received": len(late),
          "early": sum(1 for x in late if x < 0), "min_ms": round(1000 * min(late, default=0.0), 2), "max_ms": round(1000 * max(late, default=0.0), 1),
          "mix": "1/3 level 1, 1/3 level 2, 1/3 TIMER_DELIVER_MS" if not quick else "2/3 level 1, 1/3 TIMER_DELIVER_MS",
-         "baseline_sent": sent_now, "broker_p99_ms": round(stats(broker_late).p99_ms, 1)}
-    rep.latency("delay", stats(late), stats(now_lat), p,
+         "baseline_sent": sent_now, "broker_p99_ms": round(Stats(broker_late).p99_ms, 1)}
+    rep.latency("delay", Stats(late), Stats(now_lat), p,
                 Goal("value", 1000.0, "max"))

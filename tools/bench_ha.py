@@ -34,7 +34,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import sys
 import time
 from pathlib import Path
@@ -50,10 +49,10 @@ from adapters.rocket.remoting import (
     RequestCode,
     ResponseCode,
 )
-from adapters.rocket.testing import LogstoreProcess, write_conf
+from adapters.rocket.testing import LogstoreProcess, free_port, write_conf
 from logstore import runtime
 from tools import benchkit
-from tools.benchkit import Figure, Goal, fresh, note, workdir
+from tools.benchkit import Figure, Goal, Stats, fresh, note, workdir
 from tools.cli_support import parse_args
 
 MSG_BYTES = 1024
@@ -65,12 +64,6 @@ perf = time.perf_counter
 class Reporter(benchkit.Reporter):
     def __init__(self, as_json: bool) -> None:
         super().__init__(as_json, value_digits=3, fine_below=10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Group:
@@ -173,13 +166,6 @@ class Load:
         self._stop.set()
         await asyncio.gather(*self._tasks)
         await self.producer.shutdown()
-
-
-def p99_ms(samples: list[float]) -> float:
-    if not samples:
-        return 0.0
-    s = sorted(samples)
-    return 1000 * s[min(len(s) - 1, int(len(s) * 0.99))]
 
 
 async def measure(load: Load, seconds: float) -> tuple[float, list[float]]:
@@ -324,7 +310,7 @@ async def bench_group(args: argparse.Namespace, root: Path, rep: Reporter, base_
                           "queues": args.queues, "slaves": 2, "flushDiskType": "ASYNC_FLUSH",
                           "baseline": "one ASYNC_MASTER, no slaves", "not_ok": load.not_ok}
                 rep.emit(Figure("ha.sync_master.tps", tps, "msg/s", base_tps, Goal("ratio", 0.5), params))
-                rep.emit(Figure("ha.sync_master.p99", p99_ms(lat), "ms", p99_ms(base_lat), None, params))
+                rep.emit(Figure("ha.sync_master.p99", Stats(lat).p99_ms, "ms", Stats(base_lat).p99_ms, None, params))
                 lag = {"sample_ms": args.sample_ms, "samples": len(sampler.msgs)}
                 msgs, ms = sampler.msgs or [0], sampler.ms or [0.0]
                 rep.emit(Figure("ha.lag_msgs.max", max(msgs), "msgs", 0.0, None,

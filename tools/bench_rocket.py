@@ -67,7 +67,6 @@ import shutil
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -88,7 +87,7 @@ from adapters.rocket.testing import STOP_GRACE_S, ServeProcess
 from logstore import runtime
 from tools import benchkit
 from tools.bench_delay import bench_delay
-from tools.benchkit import Figure, Goal, cpu_seconds, note, workdir
+from tools.benchkit import Figure, Goal, Stats, cpu_seconds, note, workdir
 from tools.cli_support import parse_args
 
 MSG_BYTES = 1024
@@ -109,24 +108,6 @@ class Reporter(benchkit.Reporter):
                 p99_goal: Goal | None = None) -> None:
         self.emit(Figure(f"{name}.avg", lat.avg_ms, "ms", base.avg_ms, None, params))
         self.emit(Figure(f"{name}.p99", lat.p99_ms, "ms", base.p99_ms, p99_goal, params))
-
-
-@dataclass
-class Stats:
-    """Latencies (seconds) -> average and p99 in ms."""
-
-    samples: list[float]
-
-    @property
-    def avg_ms(self) -> float:
-        return 1000 * sum(self.samples) / len(self.samples) if self.samples else 0.0
-
-    @property
-    def p99_ms(self) -> float:
-        if not self.samples:
-            return 0.0
-        s = sorted(self.samples)
-        return 1000 * s[min(len(s) - 1, int(len(s) * 0.99))]
 
 
 # -- the broker under test -------------------------------------------------------------------------------
@@ -640,7 +621,7 @@ async def run_all(args: argparse.Namespace, rep: Reporter, work: Path) -> None:
     if "delay" in args.only:
         note("ASYNC_FLUSH broker: delay")
         with running(Server(work / "bench-rocket-delay", "ASYNC_FLUSH")) as server:
-            await bench_delay(server, rep, args, Stats)
+            await bench_delay(server, rep, args)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -131,3 +131,21 @@ def fresh(path: str) -> str:
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path)
     return path
+
+
+@dataclass
+class Stats:
+    """Latencies (seconds) -> average and p99 in ms."""
+
+    samples: list[float]
+
+    @property
+    def avg_ms(self) -> float:
+        return 1000 * sum(self.samples) / len(self.samples) if self.samples else 0.0
+
+    @property
+    def p99_ms(self) -> float:
+        if not self.samples:
+            return 0.0
+        s = sorted(self.samples)
+        return 1000 * s[min(len(s) - 1, int(len(s) * 0.99))]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -31,6 +32,13 @@ Stderr = int | IO[Any] | None  # as subprocess.Popen takes it: DEVNULL, STDOUT, 
 def logstore_command(*args: str) -> list[str]:
     """The command line of ``logstore ARGS...`` run from this checkout's interpreter."""
     return [sys.executable, "-m", "tools.cli", *args]
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 free right now (for a server given its port in a config)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def write_conf(path: Path, **keys: object) -> Path:

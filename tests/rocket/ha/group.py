@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -17,15 +16,9 @@ from typing import IO, Any
 import orjson
 
 from adapters.rocket.remoting import RemotingClient, RemotingCommand, RequestCode, ResponseCode
-from adapters.rocket.testing import LogstoreProcess, write_conf
+from adapters.rocket.testing import LogstoreProcess, free_port, write_conf
 
 GET_BROKER_RUNTIME_INFO = 28
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Cluster:
