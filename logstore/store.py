@@ -72,6 +72,10 @@ class StoreConfig:
     #: Threads that write and fdatasync journal rounds: with more than one, the fsyncs of rounds in flight
     #: overlap (writes stay in submission order; acknowledgements stay in round order).
     journal_threads: int = 2
+    #: A round of at most this many appends, with no other round in flight, writes and fsyncs the
+    #: journal on the event loop's thread (no thread hand-off: a lone appender's latency; the loop
+    #: waits out that fsync). 0: every round goes to the journal threads.
+    inline_round_appends_max: int = 1
     default_log_config: LogConfig = field(default_factory=LogConfig)
 
 
@@ -593,8 +597,8 @@ class Store:
                     await self._flush_quietly(log)
 
     async def _round(self) -> None:
-        """Start one group commit: journal write, its fdatasync (in a worker thread), segment
-        writes. Up to ``rounds_in_flight_max`` rounds overlap: while one round's fsync runs, the
+        """Start one group commit: journal write, its fdatasync (in a worker thread, or inline for a
+        lone round), segment writes. Up to ``rounds_in_flight_max`` rounds overlap: while one round's fsync runs, the
         next round's appends are written and their own fsync started, so the event loop's work
         hides the disk's latency. Acknowledgements still go strictly in round order."""
         async with self._round_lock:
@@ -629,7 +633,19 @@ class Store:
             # The journal write and its fsync run in the journal thread while the loop writes
             # the segments: readers need the segment copy only once the round is acknowledged,
             # the ack needs only the journal. A failed write fails the round like a failed fsync.
-            synced = self._in_journal_order(lambda: journal.write_at(parts, at), journal.fdatasync)
+            # A lone round (a single appender, nothing else in flight) writes and fsyncs right
+            # here on the loop's thread: the thread hand-offs cost a lone append about as much as
+            # its fsync, and there is nothing else queued for the loop to do meanwhile.
+            inline = len(queue) <= self.config.inline_round_appends_max and all(t.done() for t in self._inflight)
+            if inline:
+                try:
+                    journal.write_at(parts, at)
+                    journal.fdatasync()
+                except OSError as exc:
+                    self._fail_store(exc, future)
+                    return
+            else:
+                synced = self._in_journal_order(lambda: journal.write_at(parts, at), journal.fdatasync)
             marks: list[tuple[Log, int, int, int]] = []
             for log, items in by_log.items():
                 if log.failure is not None:
@@ -639,6 +655,9 @@ class Store:
                     marks.append((log, log.end_offset, log.active.base_offset, log.active.size))
                 except OSError as exc:
                     log.fail(exc)
+            if inline:
+                self._finish_round(future, marks, len(queue))
+                return
             previous = self._inflight[-1] if self._inflight else None
             self._inflight.append(asyncio.ensure_future(self._acknowledge(previous, synced, future, marks, len(queue))))
 
@@ -657,8 +676,11 @@ class Store:
             ok = False
         if previous is not None:
             await previous
-        if not ok:
-            return
+        if ok:
+            self._finish_round(future, marks, appends)
+
+    def _finish_round(self, future: asyncio.Future[None], marks: list[tuple[Log, int, int, int]], appends: int) -> None:
+        """Acknowledge a round whose journal entries are durable (every earlier round is)."""
         if self.failure is not None:
             if not future.done():
                 future.set_exception(LogFailedError(f"store journal failed, sync logs fail-stopped: {self.failure}"))

@@ -8,9 +8,9 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import SMALL, SMALL_SYNC, Env, batch, run
+from conftest import SMALL, SMALL_SYNC, Env, batch, rec, run
 
-from logstore import LogConfig, Record, SimClock, SimIO, Store, build_batch
+from logstore import LogConfig, Record, SimClock, SimIO, Store, StoreConfig, build_batch
 from logstore import checkpoint as ckpt
 from logstore.errors import CorruptLogError, LogFailedError, LogstoreError
 from logstore.segment import INDEX_SUFFIX, LOG_SUFFIX, segment_stem
@@ -60,6 +60,25 @@ def test_sync_acks_survive_power_loss(env: Env) -> None:
     run(body)
 
 
+@pytest.mark.parametrize("inline_max", [0, 1])
+def test_lone_sync_appends_survive_power_loss(env: Env, inline_max: int) -> None:
+    """One appender at a time: each round holds one append and is fsynced inline on the loop's
+    thread (inline_max 1, the default) or on a journal thread (0); every ack is durable."""
+    async def body() -> None:
+        store = await env.open(inline_round_appends_max=inline_max)
+        log = await store.create_log("q", SMALL_SYNC)
+        for i in range(20):
+            await log.append(batch(i))
+        assert store.rounds == 20 and store.round_appends == 20
+        env.crash(store, drop_all)
+        store = await env.open()
+        assert store.log("q").end_offset == 20
+        assert [r.value for r in store.log("q").read_records(0)] == [rec(i).value for i in range(20)]
+        await store.close()
+
+    run(body)
+
+
 def test_async_acks_survive_after_flush_only(env: Env) -> None:
     async def body() -> None:
         store = await env.open()
@@ -82,12 +101,13 @@ def test_async_acks_survive_after_flush_only(env: Env) -> None:
 
 
 
-def test_fail_stop_on_fsync_error() -> None:
+@pytest.mark.parametrize("inline_max", [0, 1])
+def test_fail_stop_on_fsync_error(inline_max: int) -> None:
     async def body() -> None:
         io = SimIO(seed=3)
         from logstore import SimClock
 
-        store = await Store.open("/s", io=io, clock=SimClock())
+        store = await Store.open("/s", io=io, clock=SimClock(), config=StoreConfig(inline_round_appends_max=inline_max))
         sync = await store.create_log("s", SMALL_SYNC)
         asy = await store.create_log("a", SMALL)
         await sync.append(batch(0))
