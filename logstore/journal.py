@@ -13,7 +13,12 @@ current one is full. Files are preallocated (written with zeros and fsynced once
 overwritten in place: an fdatasync of data written inside a file's size need not commit a size
 or extent change to the file system's journal, which halves its latency here (measured 145-210
 us against 275-370 us for 70 KB). Retired files are recycled (renamed to the next sequence)
-rather than deleted, so zeros are written only while the store warms up. Entry layout
+rather than deleted, so zeros are written only while the store warms up, and then ahead of
+time: when no retired file is left to recycle, the store zero-fills the next file in a worker
+thread (``prepared.tmp``, not a journal file by name) while the current one fills, and the
+rotation renames it into place; a rotation never waits for 64 MiB of zeros unless the prepared
+file is still being written (RocketMQ's commit log allocates its next file ahead the same way).
+A leftover ``prepared.tmp`` (a crash while it was written) is deleted on open. Entry layout
 (big-endian)::
 
     offset size field
@@ -50,6 +55,7 @@ from logstore.io import IO, Buffer, File
 
 DIRNAME = "journal"
 SUFFIX = ".wal"
+PREPARED_NAME = "prepared.tmp"
 ENTRY = struct.Struct(">IIIH")
 ENTRY_BYTES = ENTRY.size
 CRC_COVERS_FROM = 4
@@ -156,11 +162,37 @@ class JournalWriter:
         self.seq = seq - 1
         self.file: File | None = None
         self.size = 0
+        self.prepared = False  # PREPARED_NAME holds a whole zero-filled, fsynced file
+        if io.exists(self.prepared_path):
+            io.unlink(self.prepared_path)  # perhaps half written: never trusted
         self.rotate([])
 
     @property
     def path(self) -> str:
         return posixpath.join(self.directory, file_name(self.seq))
+
+    @property
+    def prepared_path(self) -> str:
+        return posixpath.join(self.directory, PREPARED_NAME)
+
+    def prepare(self) -> None:
+        """Zero-fill and fsync the next file under PREPARED_NAME for the next rotation that
+        has no spare (blocking: run it in a worker thread, never while a rotation runs)."""
+        if self.prepared:
+            return
+        f = self.io.open(self.prepared_path, create=True)
+        try:
+            self._fill_zeros(f)
+        finally:
+            f.close()
+        self.prepared = True
+
+    def _fill_zeros(self, f: File) -> None:
+        f.truncate(0)
+        zeros = bytes(min(self.file_bytes, 1 << 20))
+        for at in range(0, self.file_bytes, len(zeros) or 1):
+            f.pwrite(zeros[: self.file_bytes - at], at)
+        f.fdatasync()
 
     def has_room(self, nbytes: int) -> bool:
         return self.size == 0 or self.size + nbytes <= self.file_bytes
@@ -182,9 +214,9 @@ class JournalWriter:
         self.file.fdatasync()
 
     def rotate(self, spares: list[int]) -> int:
-        """Start the next file, renaming the oldest of ``spares`` (retired sequences) into
-        place or else creating and preallocating one; its directory entry is durable when this
-        returns. Returns the new sequence."""
+        """Start the next file, renaming the oldest of ``spares`` (retired sequences) or the
+        prepared file into place, or else creating and preallocating one; its directory entry
+        is durable when this returns. Returns the new sequence."""
         if self.file is not None:
             self.file.close()
         self.seq += 1
@@ -193,13 +225,13 @@ class JournalWriter:
             self.file = self.io.open(self.path)
             self.file.pwrite(END_MARKER, 0)  # the old life of the file ends here
             self.file.fdatasync()
+        elif self.prepared:
+            self.prepared = False
+            self.io.rename(self.prepared_path, self.path)
+            self.file = self.io.open(self.path)
         else:
             self.file = self.io.open(self.path, create=True)
-            self.file.truncate(0)
-            zeros = bytes(min(self.file_bytes, 1 << 20))
-            for at in range(0, self.file_bytes, len(zeros) or 1):
-                self.file.pwrite(zeros[: self.file_bytes - at], at)
-            self.file.fdatasync()
+            self._fill_zeros(self.file)
         self.size = 0
         self.io.fsync_dir(self.directory)
         return self.seq

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import posixpath
 import re
 from collections.abc import Callable
@@ -54,6 +55,7 @@ LOCK_NAME = ".lock"
 CLEAN_MARKER = ".clean_shutdown"
 JOURNAL_FILE_BYTES = 64 * 1024 * 1024
 JOURNAL_FILE_BYTES_SIM = 64 * 1024
+logger = logging.getLogger("logstore.store")
 JOURNAL_SPARES = 2
 CONFIG_NAME = "config.json"
 NAME_RE = re.compile(r"^[A-Za-z0-9%|_.-]{1,200}$")
@@ -117,6 +119,7 @@ class Store:
         self.journal_start = 0
         self.journal: jn.JournalWriter | None = None
         self._spares: list[int] = []  # retired journal sequences kept for recycling
+        self._preparing: asyncio.Future[None] | None = None  # the next journal file being zero-filled
         self.report = RecoveryReport(clean=False)
         # Replication state, persisted in the checkpoint: the leader epoch appends are stamped
         # with (raised by a promotion, or learnt from a leader), and whether this replica may
@@ -287,12 +290,39 @@ class Store:
     def _start(self) -> None:
         self._tasks.append(asyncio.create_task(self._flusher(), name="logstore-flusher"))
         self._tasks.append(asyncio.create_task(self._background(), name="logstore-background"))
+        self._prepare_journal()
+
+    def _prepare_journal(self) -> None:
+        """With no retired file left to recycle, zero-fill the next journal file in a worker
+        thread now, so the rotation that needs it does not (journal.py)."""
+        journal = self.journal
+        if journal is None or journal.prepared or self._spares or self._preparing is not None or self.failure is not None:
+            return
+
+        async def prepare() -> None:
+            try:
+                await self.run_blocking(journal.prepare)
+            except OSError as exc:  # the rotation will create the file itself
+                logger.warning("preparing the next journal file failed: %s", exc)
+            finally:
+                self._preparing = None
+
+        self._preparing = asyncio.ensure_future(prepare())
+
+    async def _rotate_journal(self, journal: jn.JournalWriter) -> int:
+        """Rotate in a worker thread, after any preparation of the next file has finished."""
+        if self._preparing is not None:
+            await asyncio.shield(self._preparing)
+        spares = self._spares
+        return await self.run_blocking(lambda: journal.rotate(spares))
 
     async def close(self) -> None:
         """Flush everything, write the checkpoint and the clean-shutdown marker, unlock."""
         if self.closed:
             return
         await self._drain()
+        if self._preparing is not None:
+            await asyncio.shield(self._preparing)
         self.closed = True
         for t in self._tasks:
             t.cancel()
@@ -538,9 +568,8 @@ class Store:
             try:
                 # In a worker thread: a rotation fsyncs (and without a spare preallocates a
                 # whole file); the loop keeps taking appends for the next round meanwhile.
-                journal, spares = self.journal, self._spares
-                new_seq = (await self.run_blocking(lambda: journal.rotate(spares))
-                           if journal.size and self.failure is None else journal.seq)
+                journal = self.journal
+                new_seq = await self._rotate_journal(journal) if journal.size and self.failure is None else journal.seq
             except OSError as exc:
                 # The new file's directory entry may not be durable: acknowledging rounds written
                 # to it would be acknowledging before durable. Fail-stop the journal.
@@ -561,6 +590,7 @@ class Store:
         self.journal_start = new_seq if all(lg.failure is None for lg in self.logs.values()) else self.journal_start
         await self.write_checkpoint()
         await self.run_blocking(self._delete_old_journals)
+        self._prepare_journal()  # once the spares this checkpoint retired are known
 
     def journal_retired(self) -> bool:
         """Whether the last checkpoint retired every journal file before the current one."""
@@ -613,8 +643,8 @@ class Store:
                     await self._settle()  # the old file's fsyncs finish before it is closed
                     if self.failure is not None:
                         raise OSError(f"journal failed: {self.failure}")
-                    spares = self._spares
-                    await self.run_blocking(lambda: journal.rotate(spares))
+                    await self._rotate_journal(journal)
+                    self._prepare_journal()
                 seq = journal.seq
                 parts: list[Buffer] = []
                 head = jn.encode_entry_head

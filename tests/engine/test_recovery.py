@@ -12,6 +12,7 @@ from conftest import SMALL, SMALL_SYNC, Env, batch, rec, run
 
 from logstore import LogConfig, Record, SimClock, SimIO, Store, StoreConfig, build_batch
 from logstore import checkpoint as ckpt
+from logstore import journal as jn
 from logstore.errors import CorruptLogError, LogFailedError, LogstoreError
 from logstore.segment import INDEX_SUFFIX, LOG_SUFFIX, segment_stem
 from logstore.simio import Fate
@@ -420,5 +421,56 @@ def test_a_crash_anywhere_in_a_reset_leaves_the_old_log_or_the_new_start() -> No
                 assert n > 3, n  # the reset did IO: earlier failures were exercised
                 return
         raise AssertionError("the reset never completed")
+
+    run(body)
+
+
+def test_the_next_journal_file_is_prepared_ahead_and_a_rotation_takes_it(env: Env) -> None:
+    """With no retired file to recycle, the next journal file is zero-filled in the background;
+    the rotation renames it into place instead of writing zeros itself."""
+    async def body() -> None:
+        store = await env.open(journal_file_bytes=16384)
+        prepared = env.path("journal", jn.PREPARED_NAME)
+        if store._preparing is not None:
+            await store._preparing
+        assert env.io.read_all(prepared) == bytes(16384)
+        log = await store.create_log("q", SMALL_SYNC)
+        await log.append(batch(0))
+        first = store.journal.seq
+        await store.checkpoint()  # rotates: no spare yet, so the prepared file becomes the journal
+        assert store.journal.seq == first + 1
+        assert not env.io.exists(prepared) and not store.journal.prepared
+        assert env.io.read_all(env.path("journal", jn.file_name(first + 1))) == bytes(16384)
+        await log.append(batch(1))
+        await store.checkpoint()  # the first file is retired and recycled: nothing to prepare
+        assert not env.io.exists(prepared) and store._preparing is None
+        env.crash(store, drop_all)
+        store = await env.open(journal_file_bytes=16384)
+        assert store.log("q").end_offset == 2
+        await store.close()
+
+    run(body)
+
+
+def test_a_leftover_prepared_journal_file_is_never_trusted(env: Env) -> None:
+    """A crash while the next file was being zero-filled leaves it half written: the next open
+    deletes it (recovery never reads it); a fresh one, if prepared, is all zeros."""
+    async def body() -> None:
+        store = await env.open(journal_file_bytes=16384)
+        log = await store.create_log("q", SMALL_SYNC)
+        for i in range(5):
+            await log.append(batch(i))
+        env.crash(store, drop_all)
+        prepared = env.path("journal", jn.PREPARED_NAME)
+        f = env.io.open(prepared, create=True)
+        f.pwrite(b"\xab" * 5000, 0)
+        f.fdatasync()
+        f.close()
+        store = await env.open(journal_file_bytes=16384)
+        assert store.log("q").end_offset == 5
+        if store._preparing is not None:
+            await store._preparing
+        assert not env.io.exists(prepared) or env.io.read_all(prepared) == bytes(16384)
+        await store.close()
 
     run(body)
