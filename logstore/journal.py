@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import posixpath
 import struct
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -163,6 +164,9 @@ class JournalWriter:
         self.file: File | None = None
         self.size = 0
         self.prepared = False  # PREPARED_NAME holds a whole zero-filled, fsynced file
+        # prepare() and rotate() run in worker threads: never at once, or a preparation could
+        # open the prepared file just as a rotation renames it into place and zero it there.
+        self._files_lock = threading.Lock()
         if io.exists(self.prepared_path):
             io.unlink(self.prepared_path)  # perhaps half written: never trusted
         self.rotate([])
@@ -177,15 +181,16 @@ class JournalWriter:
 
     def prepare(self) -> None:
         """Zero-fill and fsync the next file under PREPARED_NAME for the next rotation that
-        has no spare (blocking: run it in a worker thread, never while a rotation runs)."""
-        if self.prepared:
-            return
-        f = self.io.open(self.prepared_path, create=True)
-        try:
-            self._fill_zeros(f)
-        finally:
-            f.close()
-        self.prepared = True
+        has no spare (blocking: run it in a worker thread; a rotation waits for it)."""
+        with self._files_lock:
+            if self.prepared:
+                return
+            f = self.io.open(self.prepared_path, create=True)
+            try:
+                self._fill_zeros(f)
+            finally:
+                f.close()
+            self.prepared = True
 
     def _fill_zeros(self, f: File) -> None:
         f.truncate(0)
@@ -217,6 +222,10 @@ class JournalWriter:
         """Start the next file, renaming the oldest of ``spares`` (retired sequences) or the
         prepared file into place, or else creating and preallocating one; its directory entry
         is durable when this returns. Returns the new sequence."""
+        with self._files_lock:
+            return self._rotate(spares)
+
+    def _rotate(self, spares: list[int]) -> int:
         if self.file is not None:
             self.file.close()
         self.seq += 1

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import SMALL, SMALL_SYNC, Env, batch, rec, run
@@ -474,3 +475,51 @@ def test_a_leftover_prepared_journal_file_is_never_trusted(env: Env) -> None:
         await store.close()
 
     run(body)
+
+
+def test_a_rotation_waits_for_a_preparation_running_in_another_thread(tmp_path: Path) -> None:
+    """Preparing and rotating never overlap: a preparation could otherwise open the prepared
+    file just as a rotation renamed it into place, and zero the live journal."""
+    import threading
+
+    from logstore import RealIO
+
+    started, go = threading.Event(), threading.Event()
+
+    class SlowFile:
+        """Delegates to a real file; its writes wait for ``go``."""
+
+        def __init__(self, f: Any) -> None:
+            self.f = f
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.f, name)
+
+        def pwrite(self, data: Any, offset: int) -> None:
+            started.set()
+            assert go.wait(10)
+            self.f.pwrite(data, offset)
+
+    class SlowPrepareIO(RealIO):
+        def open(self, path: str, *, create: bool = False, readonly: bool = False) -> Any:
+            f = super().open(path, create=create, readonly=readonly)
+            return SlowFile(f) if path.endswith(jn.PREPARED_NAME) else f
+
+    io = SlowPrepareIO()
+    root = str(tmp_path)
+    io.makedirs(os.path.join(root, jn.DIRNAME))
+    journal = jn.JournalWriter(io, root, 1, 16384)
+    preparing = threading.Thread(target=journal.prepare)
+    preparing.start()
+    assert started.wait(10)
+    rotating = threading.Thread(target=journal.rotate, args=([],))
+    rotating.start()
+    rotating.join(0.3)
+    assert rotating.is_alive()  # held off while the prepared file is written
+    go.set()
+    preparing.join(10)
+    rotating.join(10)
+    assert not rotating.is_alive() and journal.seq == 2 and not journal.prepared
+    assert not io.exists(journal.prepared_path)
+    assert io.read_all(journal.path) == bytes(16384)
+    journal.close()
