@@ -50,12 +50,12 @@ from logstore.io import IO, Buffer, Clock, Lock, RealIO, SystemClock
 from logstore.log import Log, log_directory
 from logstore.worker import OrderedWorker
 
+logger = logging.getLogger("logstore.store")
 T = TypeVar("T")
 LOCK_NAME = ".lock"
 CLEAN_MARKER = ".clean_shutdown"
 JOURNAL_FILE_BYTES = 64 * 1024 * 1024
 JOURNAL_FILE_BYTES_SIM = 64 * 1024
-logger = logging.getLogger("logstore.store")
 JOURNAL_SPARES = 2
 CONFIG_NAME = "config.json"
 NAME_RE = re.compile(r"^[A-Za-z0-9%|_.-]{1,200}$")
@@ -627,10 +627,11 @@ class Store:
                     await self._flush_quietly(log)
 
     async def _round(self) -> None:
-        """Start one group commit: journal write, its fdatasync (in a worker thread, or inline for a
-        lone round), segment writes. Up to ``rounds_in_flight_max`` rounds overlap: while one round's fsync runs, the
-        next round's appends are written and their own fsync started, so the event loop's work
-        hides the disk's latency. Acknowledgements still go strictly in round order."""
+        """Start one group commit: journal write, its fdatasync (in a worker thread, or inline
+        for a lone round), segment writes. Up to ``rounds_in_flight_max`` rounds overlap: while
+        one round's fsync runs, the next round's appends are written and their own fsync
+        started, so the event loop's work hides the disk's latency. Acknowledgements still go
+        strictly in round order."""
         async with self._round_lock:
             queue, future = self._batches.popleft()
             assert self.journal is not None
