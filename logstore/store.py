@@ -27,6 +27,7 @@ import contextlib
 import logging
 import posixpath
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -74,10 +75,14 @@ class StoreConfig:
     #: Threads that write and fdatasync journal rounds: with more than one, the fsyncs of rounds in flight
     #: overlap (writes stay in submission order; acknowledgements stay in round order).
     journal_threads: int = 2
-    #: A round of at most this many appends, with no other round in flight, writes and fsyncs the
-    #: journal on the event loop's thread (no thread hand-off: a lone appender's latency; the loop
-    #: waits out that fsync). 0: every round goes to the journal threads.
-    inline_round_appends_max: int = 1
+    #: A round with no other round in flight writes and fsyncs the journal on the event loop's
+    #: thread, skipping the two thread hand-offs (each a futex wake-up, and a wait for the GIL
+    #: while the loop runs Python), when it holds at most this many appends (None: any number;
+    #: 0: never) and the last journal fsync took at most ``inline_fsync_ms_max``. The loop
+    #: waits out that fsync; on a slower disk the rounds go to the journal threads, so the loop
+    #: keeps serving while they sync, until an fsync is fast again.
+    inline_round_appends_max: int | None = None
+    inline_fsync_ms_max: float = 2.0
     default_log_config: LogConfig = field(default_factory=LogConfig)
 
 
@@ -139,7 +144,9 @@ class Store:
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logstore-fsync")
         self._journal_worker = OrderedWorker("logstore-journal", self.config.journal_threads)
         self._tasks: list[asyncio.Task[None]] = []
+        self.last_fsync_s = 0.0  # how long the latest journal fsync took
         self.rounds = 0  # group-commit rounds acknowledged
+        self.inline_rounds = 0  # rounds fsynced on the loop's thread
         self.round_appends = 0  # sync appends those rounds covered
 
     # -- open / close ---------------------------------------------------------------------------
@@ -627,11 +634,12 @@ class Store:
                     await self._flush_quietly(log)
 
     async def _round(self) -> None:
-        """Start one group commit: journal write, its fdatasync (in a worker thread, or inline
-        for a lone round), segment writes. Up to ``rounds_in_flight_max`` rounds overlap: while
-        one round's fsync runs, the next round's appends are written and their own fsync
-        started, so the event loop's work hides the disk's latency. Acknowledgements still go
-        strictly in round order."""
+        """Start one group commit: journal write, its fdatasync, segment writes. With nothing
+        else in flight and a fast disk the journal is written and fsynced right here on the
+        loop's thread (see :meth:`_may_inline`); otherwise in a journal thread, and up to
+        ``rounds_in_flight_max`` rounds overlap: while one round's fsync runs, the next round's
+        appends are written and their own fsync started. Acknowledgements go strictly in round
+        order."""
         async with self._round_lock:
             queue, future = self._batches.popleft()
             assert self.journal is not None
@@ -664,19 +672,19 @@ class Store:
             # The journal write and its fsync run in the journal thread while the loop writes
             # the segments: readers need the segment copy only once the round is acknowledged,
             # the ack needs only the journal. A failed write fails the round like a failed fsync.
-            # A lone round (a single appender, nothing else in flight) writes and fsyncs right
-            # here on the loop's thread: the thread hand-offs cost a lone append about as much as
-            # its fsync, and there is nothing else queued for the loop to do meanwhile.
-            inline = len(queue) <= self.config.inline_round_appends_max and all(t.done() for t in self._inflight)
+            # Inline, the round skips two thread hand-offs, which cost a lone append about as
+            # much as its fsync and a round of 64 about a fifth of its time (measured: the
+            # README's group-commit paragraph); the loop cannot run meanwhile.
+            inline = self._may_inline(len(queue))
             if inline:
                 try:
                     journal.write_at(parts, at)
-                    journal.fdatasync()
+                    self._timed_fdatasync(journal)
                 except OSError as exc:
                     self._fail_store(exc, future)
                     return
             else:
-                synced = self._in_journal_order(lambda: journal.write_at(parts, at), journal.fdatasync)
+                synced = self._in_journal_order(lambda: journal.write_at(parts, at), lambda: self._timed_fdatasync(journal))
             marks: list[tuple[Log, int, int, int]] = []
             for log, items in by_log.items():
                 if log.failure is not None:
@@ -687,10 +695,27 @@ class Store:
                 except OSError as exc:
                     log.fail(exc)
             if inline:
+                self.inline_rounds += 1
                 self._finish_round(future, marks, len(queue))
                 return
             previous = self._inflight[-1] if self._inflight else None
             self._inflight.append(asyncio.ensure_future(self._acknowledge(previous, synced, future, marks, len(queue))))
+
+    def _may_inline(self, appends: int) -> bool:
+        """Whether a round of ``appends`` writes and fsyncs on the loop's thread (see
+        ``StoreConfig.inline_round_appends_max``)."""
+        cap = self.config.inline_round_appends_max
+        if cap == 0 or (cap is not None and appends > cap):
+            return False
+        if self.last_fsync_s * 1000.0 > self.config.inline_fsync_ms_max:
+            return False
+        return all(t.done() for t in self._inflight)
+
+    def _timed_fdatasync(self, journal: jn.JournalWriter) -> None:
+        """The journal's fdatasync, timed (on whichever thread runs it) for :meth:`_may_inline`."""
+        t0 = time.perf_counter()
+        journal.fdatasync()
+        self.last_fsync_s = time.perf_counter() - t0
 
     async def _acknowledge(
         self, previous: asyncio.Task[None] | None, synced: asyncio.Future[None],

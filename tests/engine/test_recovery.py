@@ -62,10 +62,11 @@ def test_sync_acks_survive_power_loss(env: Env) -> None:
     run(body)
 
 
-@pytest.mark.parametrize("inline_max", [0, 1])
-def test_lone_sync_appends_survive_power_loss(env: Env, inline_max: int) -> None:
+@pytest.mark.parametrize("inline_max", [0, 1, None])
+def test_lone_sync_appends_survive_power_loss(env: Env, inline_max: int | None) -> None:
     """One appender at a time: each round holds one append and is fsynced inline on the loop's
-    thread (inline_max 1, the default) or on a journal thread (0); every ack is durable."""
+    thread (inline_max 1, or None, the default: any round) or on a journal thread (0); every
+    ack is durable."""
     async def body() -> None:
         store = await env.open(inline_round_appends_max=inline_max)
         log = await store.create_log("q", SMALL_SYNC)
@@ -76,6 +77,30 @@ def test_lone_sync_appends_survive_power_loss(env: Env, inline_max: int) -> None
         store = await env.open()
         assert store.log("q").end_offset == 20
         assert [r.value for r in store.log("q").read_records(0)] == [rec(i).value for i in range(20)]
+        await store.close()
+
+    run(body)
+
+
+def test_rounds_leave_the_loop_while_fsyncs_are_slow(env: Env) -> None:
+    """A round fsyncs on the loop's thread while the last journal fsync was fast; after a slow
+    one the next round goes to a journal thread (the loop keeps serving meanwhile), and once
+    an fsync is fast again rounds come back inline. Every ack is durable either way."""
+    async def body() -> None:
+        store = await env.open(inline_fsync_ms_max=1000.0)
+        log = await store.create_log("q", SMALL_SYNC)
+        await asyncio.gather(*(log.append(batch(i)) for i in range(8)))
+        assert store.rounds >= 1 and store.inline_rounds == store.rounds
+        inline = store.inline_rounds
+        store.last_fsync_s = 2.0  # as if the disk had just taken 2 s over an fsync
+        await log.append(batch(8))
+        assert store.inline_rounds == inline  # on a journal thread, timed there
+        assert store.last_fsync_s < 1.0
+        await log.append(batch(9))
+        assert store.inline_rounds == inline + 1
+        env.crash(store, drop_all)
+        store = await env.open()
+        assert [r.value for r in store.log("q").read_records(0)] == [rec(i).value for i in range(10)]
         await store.close()
 
     run(body)
@@ -103,8 +128,8 @@ def test_async_acks_survive_after_flush_only(env: Env) -> None:
 
 
 
-@pytest.mark.parametrize("inline_max", [0, 1])
-def test_fail_stop_on_fsync_error(inline_max: int) -> None:
+@pytest.mark.parametrize("inline_max", [0, 1, None])
+def test_fail_stop_on_fsync_error(inline_max: int | None) -> None:
     async def body() -> None:
         io = SimIO(seed=3)
         from logstore import SimClock
