@@ -50,9 +50,13 @@ LENGTH_OFFSET = 8
 EPOCH = struct.Struct(">i")
 STAMP = struct.Struct(">qii")  # base_offset, batch_length, leader_epoch: the fields a log owns
 STAMP_BYTES = STAMP.size  # 16
+#: The stamp with the magic and CRC after it: a batch's first CRC_COVERS_FROM (21) bytes, which
+#: an append rebuilds as one object (the journal entry's CRC covers exactly these).
+STAMPED_PREFIX = struct.Struct(">qiibI")
 EPOCH_OFFSET = 12
 CRC_OFFSET = 17
 CRC_COVERS_FROM = 21
+assert STAMPED_PREFIX.size == CRC_COVERS_FROM
 # batch_length counts from the epoch field; the smallest possible batch has no records.
 BATCH_LENGTH_MIN = HEADER_BYTES - PREFIX_BYTES
 MAGIC = 2
@@ -276,9 +280,10 @@ def validate(buf: bytes | bytearray | memoryview, pos: int = 0, *, limit: int | 
     return h
 
 
-def validate_for_append(buf: Buffer, limit: int) -> tuple[int, int, int]:
+def validate_for_append(buf: Buffer, limit: int) -> tuple[int, int, int, int, int]:
     """:func:`validate` for the append hot path, with no header object built: returns
-    (record_count, batch_length, max_timestamp_ms) of the one whole batch ``buf`` must be."""
+    (record_count, batch_length, max_timestamp_ms, magic, crc) of the one whole batch ``buf``
+    must be."""
     n = len(buf)
     if n < HEADER_BYTES:
         raise InvalidBatchError(f"{n} bytes is shorter than a batch header")
@@ -293,7 +298,7 @@ def validate_for_append(buf: Buffer, limit: int) -> tuple[int, int, int]:
         raise InvalidBatchError(why)
     if crc32c.crc32c(memoryview(buf)[CRC_COVERS_FROM:]) != crc:
         raise InvalidBatchError("CRC32C mismatch")
-    return count, length, max_ts
+    return count, length, max_ts, magic, crc
 
 
 def stamp(buf: bytearray, base_offset: int, leader_epoch: int) -> None:

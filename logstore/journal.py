@@ -79,12 +79,12 @@ _TAIL = struct.Struct(">IIH")
 _CRC = struct.Struct(">I")
 
 
-def encode_entry_head(seq: int, name: bytes, stamp: bytes, batch_total: int, magic_and_crc: Buffer) -> bytes:
-    """The entry's fixed part and name; the batch follows it. ``stamp`` is the batch's first 16
-    bytes and ``magic_and_crc`` starts with its next 5 (see the layout: the entry CRC covers
-    them, the batch CRC the rest)."""
+def encode_entry_head(seq: int, name: bytes, covered: bytes, batch_total: int) -> bytes:
+    """The entry's fixed part and name; the batch follows it. ``covered`` is the stamped
+    batch's first BATCH_BYTES_COVERED bytes (stamp, magic and batch CRC: see the layout, the
+    entry CRC covers them, the batch CRC the rest)."""
     tail = _TAIL.pack(6 + len(name) + batch_total, seq, len(name)) + name
-    return _CRC.pack(crc32c.crc32c(b"".join((tail, stamp, magic_and_crc[:5])))) + tail
+    return _CRC.pack(crc32c.crc32c(covered, crc32c.crc32c(tail))) + tail
 
 
 @dataclass

@@ -147,7 +147,8 @@ class Log:
         result, durable = self.start_append(batch, leader_epoch=leader_epoch)
         if durable is not None:
             await durable
-            self.check_acknowledged(result)
+            if self.committed_offset <= result.last_offset:  # check_acknowledged, inlined: hot path
+                self.check_acknowledged(result)
         return result
 
     def start_append(self, batch: Buffer, *, leader_epoch: int | None = None) -> tuple[AppendResult, asyncio.Future[None] | None]:
@@ -159,7 +160,7 @@ class Log:
         cancelled), then call :meth:`check_acknowledged`. None when already acknowledged."""
         if self.failure is not None or self.closed:
             self._check_writable()
-        count, batch_length, max_ts = rb.validate_for_append(batch, self.config.batch_bytes_max)
+        count, batch_length, max_ts, magic, crc = rb.validate_for_append(batch, self.config.batch_bytes_max)
         if leader_epoch is None:
             leader_epoch = self.leader_epoch
         if leader_epoch != self.epochs.last_epoch:
@@ -167,7 +168,10 @@ class Log:
         total = len(batch)
         base = self.assigned_offset
         next_offset = self.assigned_offset = base + count
-        parts: list[Buffer] = [rb.STAMP.pack(base, batch_length, leader_epoch), memoryview(batch)[rb.STAMP_BYTES:]]
+        # The stamp travels with the magic and CRC after it (the bytes the journal's entry CRC
+        # covers, as one object); the rest of the batch is the caller's buffer, not copied.
+        parts: list[Buffer] = [rb.STAMPED_PREFIX.pack(base, batch_length, leader_epoch, magic, crc),
+                               memoryview(batch)[rb.CRC_COVERS_FROM:]]
         result = AppendResult(base, next_offset - 1, max_ts)
         if self.is_sync:
             return result, self.hooks.enqueue_sync(self, parts, total, next_offset, max_ts)

@@ -659,8 +659,8 @@ class Store:
                 head = jn.encode_entry_head
                 by_log: dict[Log, list[tuple[list[Buffer], int, int, int]]] = {}
                 for log, lparts, total, nxt, max_ts in queue:
-                    stamp, rest = lparts
-                    parts += (head(seq, log.name_bytes, stamp, total, rest), stamp, rest)  # type: ignore[arg-type]
+                    covered, rest = lparts
+                    parts += (head(seq, log.name_bytes, covered, total), covered, rest)  # type: ignore[arg-type]
                     items = by_log.get(log)
                     if items is None:
                         items = by_log[log] = []
