@@ -112,7 +112,7 @@ def read_messages(log: Log, offset: int, max_count: int, max_bytes: int, tag_fil
             chunk = _read_chunk(log, out.next_offset, max_bytes)
             if chunk is None:
                 break
-        scanned += _take(chunk, out, max_count, max_bytes, tag_filter, end)
+        scanned += _take(chunk, out, max_count, max_bytes, tag_filter, end, max_bytes - scanned)
         if not chunk.exhausted:
             if cache is not None:
                 cache.put(log, chunk)
@@ -120,9 +120,12 @@ def read_messages(log: Log, offset: int, max_count: int, max_bytes: int, tag_fil
     return out
 
 
-def _take(chunk: Chunk, out: PullSlice, max_count: int, max_bytes: int, tag_filter: TagFilter, end: int) -> int:
-    """Matching messages from the chunk's cursor into ``out`` until ``max_count``, ``max_bytes``
-    or the chunk's end; moves the cursor past what it looked at. Returns the bytes looked at."""
+def _take(chunk: Chunk, out: PullSlice, max_count: int, max_bytes: int, tag_filter: TagFilter, end: int,
+          scan_left: int) -> int:
+    """Matching messages from the chunk's cursor into ``out`` until ``max_count``, ``max_bytes``,
+    ``scan_left`` bytes looked at, or the chunk's end; moves the cursor past what it looked at.
+    Returns the bytes looked at. Every limit is checked message by message, so where a chunk
+    happens to end (a cached cursor's chunk or a fresh read) never changes the answer."""
     data = chunk.data
     scanned = 0
     while not chunk.exhausted and out.count < max_count and out.nbytes < max_bytes:
@@ -147,7 +150,8 @@ def _take(chunk: Chunk, out: PullSlice, max_count: int, max_bytes: int, tag_filt
             out.nbytes += end_pos - start
             stop = take < want
         else:
-            take, end_pos, stop = _take_filtered(data, start, available, out, max_count, max_bytes, tag_filter)
+            take, end_pos, stop = _take_filtered(data, start, available, out, max_count, max_bytes, tag_filter,
+                                                 scan_left - scanned)
         scanned += end_pos - start
         chunk.next_offset += take
         out.next_offset = chunk.next_offset
@@ -162,12 +166,14 @@ def _take(chunk: Chunk, out: PullSlice, max_count: int, max_bytes: int, tag_filt
 
 
 def _take_filtered(data: memoryview, pos: int, n: int, out: PullSlice, max_count: int, max_bytes: int,
-                   tag_filter: TagFilter) -> tuple[int, int, bool]:
-    """Up to ``n`` messages from ``pos``, the matching ones into ``out``: (messages looked at,
-    position after them, whether the response is full)."""
+                   tag_filter: TagFilter, scan_left: int) -> tuple[int, int, bool]:
+    """Up to ``n`` messages from ``pos``, the matching ones into ``out``, looking at no more
+    once ``scan_left`` bytes were looked at: (messages looked at, position after them, whether
+    the response is done)."""
     looked = 0
+    start = pos
     while looked < n:
-        if out.count >= max_count:
+        if out.count >= max_count or pos - start >= scan_left:
             return looked, pos, True
         (size,) = STORE_SIZE.unpack_from(data, pos)
         if out.count and out.nbytes + size > max_bytes:
