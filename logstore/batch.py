@@ -280,14 +280,20 @@ def validate(buf: bytes | bytearray | memoryview, pos: int = 0, *, limit: int | 
     return h
 
 
-def validate_for_append(buf: Buffer, limit: int) -> tuple[int, int, int, int, int]:
+#: The header fields an append checks (length, magic, crc, last offset delta, first and max
+#: timestamps, record count), the others skipped as padding.
+_APPEND_CHECKED = struct.Struct(">8xi4xbI2xiqq14xi")
+assert _APPEND_CHECKED.size == HEADER_BYTES
+
+
+def validate_for_append(buf: memoryview, limit: int) -> tuple[int, int, int, int, int]:
     """:func:`validate` for the append hot path, with no header object built: returns
     (record_count, batch_length, max_timestamp_ms, magic, crc) of the one whole batch ``buf``
     must be."""
     n = len(buf)
     if n < HEADER_BYTES:
         raise InvalidBatchError(f"{n} bytes is shorter than a batch header")
-    (_b, length, _e, magic, crc, _a, delta, first_ts, max_ts, _p, _pe, _s, count) = HEADER.unpack_from(buf)
+    (length, magic, crc, delta, first_ts, max_ts, count) = _APPEND_CHECKED.unpack_from(buf)
     total = length + PREFIX_BYTES
     if total > limit:
         raise BatchTooLargeError(f"batch of {total} bytes exceeds the limit of {limit}")
@@ -296,7 +302,7 @@ def validate_for_append(buf: Buffer, limit: int) -> tuple[int, int, int, int, in
         if why is None:  # only the size disagrees
             why = f"{n - total} bytes follow the batch" if n > total else f"batch of {total} bytes runs past the end ({n} available)"
         raise InvalidBatchError(why)
-    if crc32c.crc32c(memoryview(buf)[CRC_COVERS_FROM:]) != crc:
+    if crc32c.crc32c(buf[CRC_COVERS_FROM:]) != crc:
         raise InvalidBatchError("CRC32C mismatch")
     return count, length, max_ts, magic, crc
 

@@ -51,6 +51,9 @@ class StoreHooks(Protocol):
     def journal_retired(self) -> bool: ...
 
 
+_new_result = tuple.__new__
+
+
 class AppendResult(NamedTuple):
     base_offset: int
     last_offset: int
@@ -160,20 +163,21 @@ class Log:
         cancelled), then call :meth:`check_acknowledged`. None when already acknowledged."""
         if self.failure is not None or self.closed:
             self._check_writable()
-        count, batch_length, max_ts, magic, crc = rb.validate_for_append(batch, self.config.batch_bytes_max)
+        view = memoryview(batch)
+        count, batch_length, max_ts, magic, crc = rb.validate_for_append(view, self.config.batch_bytes_max)
         if leader_epoch is None:
             leader_epoch = self.leader_epoch
         if leader_epoch != self.epochs.last_epoch:
             self._note_epoch(leader_epoch, self.assigned_offset)
-        total = len(batch)
+        total = len(view)
         base = self.assigned_offset
         next_offset = self.assigned_offset = base + count
         # The stamp travels with the magic and CRC after it (the bytes the journal's entry CRC
         # covers, as one object); the rest of the batch is the caller's buffer, not copied.
         parts: list[Buffer] = [rb.STAMPED_PREFIX.pack(base, batch_length, leader_epoch, magic, crc),
-                               memoryview(batch)[rb.CRC_COVERS_FROM:]]
-        result = AppendResult(base, next_offset - 1, max_ts)
-        if self.is_sync:
+                               view[rb.CRC_COVERS_FROM:]]
+        result = _new_result(AppendResult, (base, next_offset - 1, max_ts))  # AppendResult(...), faster
+        if self.config.flush == FLUSH_SYNC:
             return result, self.hooks.enqueue_sync(self, parts, total, next_offset, max_ts)
         try:
             self.write(parts, total, next_offset, max_ts)
