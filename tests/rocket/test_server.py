@@ -24,6 +24,7 @@ from adapters.rocket.remoting import (
     SerializeType,
     encode_frame,
 )
+from adapters.rocket.remoting.connection import FRAMES_PER_TURN
 
 from .helpers import RawPeer
 
@@ -110,6 +111,32 @@ async def test_requests_run_concurrently_and_answer_out_of_order() -> None:
 
         await asyncio.gather(call("slow", 0.3), call("fast", 0.01))
     assert finished == ["fast", "slow"]
+
+
+async def test_a_burst_of_frames_is_dispatched_a_turn_at_a_time() -> None:
+    """Frames that arrive together are handed on FRAMES_PER_TURN at a time: the handlers of the
+    first ones run (and could answer) before the rest of the burst is dispatched."""
+    seen_at_start: list[int] = []
+
+    async def record(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        seen_at_start.append(conn.frames_dispatched)
+        return cmd.make_response(ResponseCode.SUCCESS)
+
+    burst = FRAMES_PER_TURN + 8
+    async with running_server() as server:
+        server.register(RequestCode.UPDATE_CONSUMER_OFFSET, record)
+        peer = await RawPeer.open(server.port)
+        frames = []
+        for i in range(burst):
+            cmd = RemotingCommand.request(RequestCode.UPDATE_CONSUMER_OFFSET)
+            cmd.opaque = i + 1
+            frames.append(encode_frame(cmd))
+        await peer.send(b"".join(frames))
+        opaques = sorted([(await peer.read_command()).opaque for _ in range(burst)])
+        assert opaques == list(range(1, burst + 1))
+        await peer.close()
+    assert 0 < seen_at_start[0] <= FRAMES_PER_TURN  # not the whole burst (a write this small arrives whole)
+    assert seen_at_start[-1] == burst
 
 
 async def test_oneway_gets_no_response() -> None:

@@ -39,6 +39,12 @@ log = logging.getLogger(__name__)
 
 PENDING_REQUESTS_MAX = 1024
 READ_CHUNK = 256 * 1024
+#: Frames one connection dispatches before it lets the event loop run everything else once. A
+#: burst (64 producers answered by one group-commit round send again together) then does not
+#: wait in one piece: the round for its first frames starts, and their answers go out, while the
+#: rest is read (64 sync senders against a SYNC_FLUSH broker: 7.4-8.1k msg/s without it,
+#: 8.3-11.4k with 32, alternating runs). Other connections get their turn sooner too.
+FRAMES_PER_TURN = 32
 WRITE_COALESCE_BYTES = 256 * 1024
 
 Handler = Callable[["Connection", RemotingCommand], Awaitable[RemotingCommand | None]]
@@ -71,6 +77,7 @@ class Connection:
         self._next_opaque = next_opaque
         self.frame_bytes_max = frame_bytes_max
         self.pending_requests_max = pending_requests_max
+        self.frames_dispatched = 0  # frames read and handed on (requests and responses)
         self._waiting: dict[int, asyncio.Future[RemotingCommand]] = {}
         self._handler_tasks: set[asyncio.Task[None]] = set()
         self._out: list[bytes] = []  # frames waiting for the end of this turn of the loop
@@ -98,11 +105,13 @@ class Connection:
         """Read and dispatch frames until the peer goes away or the stream is unusable.
 
         Reads come in chunks of up to READ_CHUNK bytes and every whole frame in the buffer is
-        dispatched before the next read (one wake-up for many small frames). The buffer holds
+        dispatched before the next read (one wake-up for many small frames), letting the loop
+        run everything else once after every FRAMES_PER_TURN of them. The buffer holds
         at most one partial frame plus one chunk; a length prefix over the frame limit closes
         the connection before its bytes are read."""
         reason = "closed by peer"
         buf = bytearray()
+        turn = 0
         try:
             while not self._closed:
                 data = await self._reader.read(READ_CHUNK)
@@ -122,6 +131,11 @@ class Connection:
                     payload = bytes(buf[pos + LENGTH.size : stop])
                     pos = stop
                     self._on_frame(payload)
+                    self.frames_dispatched += 1
+                    turn += 1
+                    if turn == FRAMES_PER_TURN:
+                        turn = 0
+                        await asyncio.sleep(0)
                 if pos:
                     del buf[:pos]
         except FrameError as exc:
