@@ -48,10 +48,9 @@ PREFIX = struct.Struct(">qi")  # base_offset, batch_length: what a log scan read
 PREFIX_BYTES = PREFIX.size  # 12
 LENGTH_OFFSET = 8
 EPOCH = struct.Struct(">i")
-STAMP = struct.Struct(">qii")  # base_offset, batch_length, leader_epoch: the fields a log owns
-STAMP_BYTES = STAMP.size  # 16
-#: The stamp with the magic and CRC after it: a batch's first CRC_COVERS_FROM (21) bytes, which
-#: an append rebuilds as one object (the journal entry's CRC covers exactly these).
+#: The stamp (base_offset, batch_length, leader_epoch: the fields a log owns) with the magic and
+#: CRC after it: a batch's first CRC_COVERS_FROM (21) bytes, which an append rebuilds as one
+#: object (the journal entry's CRC covers exactly these).
 STAMPED_PREFIX = struct.Struct(">qiibI")
 EPOCH_OFFSET = 12
 CRC_OFFSET = 17

@@ -150,8 +150,7 @@ class Log:
         result, durable = self.start_append(batch, leader_epoch=leader_epoch)
         if durable is not None:
             await durable
-            if self.committed_offset <= result.last_offset:  # check_acknowledged, inlined: hot path
-                self.check_acknowledged(result)
+            self.check_acknowledged(result)
         return result
 
     def start_append(self, batch: Buffer, *, leader_epoch: int | None = None) -> tuple[AppendResult, asyncio.Future[None] | None]:
@@ -177,7 +176,7 @@ class Log:
         parts: list[Buffer] = [rb.STAMPED_PREFIX.pack(base, batch_length, leader_epoch, magic, crc),
                                view[rb.CRC_COVERS_FROM:]]
         result = _new_result(AppendResult, (base, next_offset - 1, max_ts))  # AppendResult(...), faster
-        if self.config.flush == FLUSH_SYNC:
+        if self.is_sync:
             return result, self.hooks.enqueue_sync(self, parts, total, next_offset, max_ts)
         try:
             self.write(parts, total, next_offset, max_ts)

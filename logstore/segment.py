@@ -170,20 +170,9 @@ class Segment:
         offset, next offset, max timestamp) of each, in order."""
         pos = self.size
         self.file.pwritev(parts, pos)
-        # _note_batch for each, inlined (one call per batch is a measurable share of a sync
-        # group-commit round): the same index entries, the same facts.
-        since, interval, top = self.bytes_since_index, self.index_interval_bytes, self.max_timestamp_ms
-        for total, base, _next, max_ts in batches:
-            if max_ts > top:
-                top = max_ts
-            if since >= interval:
-                self.index.add(base - self.base_offset, pos, top)
-                since = 0
-            since += total
+        for total, base, nxt, max_ts in batches:
+            self._note_batch(pos, total, base, nxt, max_ts)
             pos += total
-        self.bytes_since_index, self.max_timestamp_ms = since, top
-        if batches:
-            self.next_offset = batches[-1][2]
         self.size = pos
         self.dirty = True
 
