@@ -138,6 +138,7 @@ class Store:
         self._batches: collections.deque[tuple[list[_Pending], asyncio.Future[None]]] = collections.deque()
         self._inflight: collections.deque[asyncio.Task[None]] = collections.deque()  # acks pending
         self._wake = asyncio.Event()
+        self._flush_due: set[Log] = set()  # async logs whose unflushed bytes passed flush_interval_bytes
         self._round_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
         self._written_checkpoint: ckpt.Checkpoint | None = None  # the last one this process wrote
@@ -500,6 +501,7 @@ class Store:
 
     def note_async_write(self, log: Log) -> None:
         if log.unflushed_bytes >= log.config.flush_interval_bytes:
+            self._flush_due.add(log)
             self._wake.set()
 
     async def write_checkpoint(self) -> None:
@@ -629,9 +631,12 @@ class Store:
                     await asyncio.wait({self._inflight[0]})
                     continue
                 await self._round()
-            for log in list(self.logs.values()):
-                if not log.is_sync and log.unflushed_bytes >= log.config.flush_interval_bytes and log.failure is None:
-                    await self._flush_quietly(log)
+            if self._flush_due:  # async logs past flush_interval_bytes (note_async_write)
+                due, self._flush_due = self._flush_due, set()
+                for log in due:
+                    if (not log.is_sync and log.unflushed_bytes >= log.config.flush_interval_bytes
+                            and log.failure is None and not log.closed):
+                        await self._flush_quietly(log)
 
     async def _round(self) -> None:
         """Start one group commit: journal write, its fdatasync, segment writes. With nothing

@@ -187,8 +187,10 @@ class Broker:
                 table[write] = refuse_on_slave(self, table[write], ResponseCode.SERVICE_NOT_AVAILABLE)
             table[RequestCode.END_TRANSACTION] = refuse_on_slave(self, table[RequestCode.END_TRANSACTION],
                                                                  ResponseCode.SLAVE_NOT_AVAILABLE)
+        # The send handlers answer a BadRequest themselves (MESSAGE_ILLEGAL): no wrapper coroutine.
+        unwrapped = {s.send, s.send_v2, s.send_batch}
         for code, fn in table.items():
-            self.server.register(code, _refusing_bad_requests(fn))
+            self.server.register(code, fn if fn in unwrapped else _refusing_bad_requests(fn))
 
     # -- topic lifecycle (used by processors) ------------------------------------------------------
 

@@ -40,6 +40,7 @@ from logstore.errors import InvalidBatchError
 
 from .config import SYNC_MASTER
 from .consumers import BadRequest
+from .delay import may_be_scheduled
 from .keyindex import index_keys
 from .queues import encode_commitlog_offset
 from .topics import (
@@ -58,6 +59,7 @@ log = logging.getLogger(__name__)
 
 PROPERTIES_BYTES_MAX = 0x7FFF
 HOSTS_CACHED_MAX = 4096
+TOPICS_CACHED_MAX = 4096
 _I64 = struct.Struct(">q")
 # SEND_MESSAGE_V2 abbreviates the header field names to one letter.
 V2_FIELDS = {
@@ -124,6 +126,7 @@ class SendProcessor:
         self.topic_bytes_cache: dict[str, bytes] = {}
         self._hosts: dict[str, tuple[bytes, int]] = {}
         self._gates: dict[asyncio.Future[None], asyncio.Future[bool]] = {}
+        self._valid_topics: set[str] = set()  # names that passed check_topic_name and are not system topics
         self.puts = 0
 
     async def send(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
@@ -138,13 +141,15 @@ class SendProcessor:
     async def _handle(self, conn: Connection, cmd: RemotingCommand, *, v2: bool, batch: bool) -> RemotingCommand:
         try:
             header = SendHeader.parse(cmd.ext_fields, v2)
-            topic_config = await self._check(header, cmd.body, batch)
+            topic_config = self._check(header, cmd.body)
+            if topic_config is None:
+                topic_config = self._check_queue(header, await self._auto_create(header))
             queue_id = header.queue_id
             half = half_header(header, cmd.body, batch)  # TRAN_MSG=true: stored as a half message
             moved = half is not None
             if half is not None:
                 header = half
-            else:
+            elif header.topic.startswith(RETRY_GROUP_TOPIC_PREFIX) or may_be_scheduled(header.properties):
                 # Retry topics past their limit go to the DLQ, scheduled messages to a system queue.
                 moved = await self.broker.sendback.route_send(header, batch)
             response = await self._store(conn, cmd, header, topic_config, batch)
@@ -156,23 +161,34 @@ class SendProcessor:
         except BadRequest as exc:
             return cmd.make_response(ResponseCode.MESSAGE_ILLEGAL, str(exc))
 
-    async def _check(self, header: SendHeader, body: bytes, batch: bool) -> TopicConfig:
-        cfg = self.broker.config
-        why = check_topic_name(header.topic)
-        if why is not None:
-            raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, why)
-        if header.topic in SYSTEM_TOPICS:
-            raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"Sending message to topic[{header.topic}] is forbidden.")
+    def _check(self, header: SendHeader, body: bytes) -> TopicConfig | None:
+        """Validate a send: raises SendRefused; the topic's config, or None when the topic does
+        not exist (auto-creation decides, then :meth:`_check_queue`)."""
+        topic = header.topic
+        if topic not in self._valid_topics:
+            why = check_topic_name(topic)
+            if why is not None:
+                raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, why)
+            if topic in SYSTEM_TOPICS:
+                raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"Sending message to topic[{topic}] is forbidden.")
+            if len(self._valid_topics) >= TOPICS_CACHED_MAX:
+                self._valid_topics.clear()
+            self._valid_topics.add(topic)
         if not body:
             raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "the message body is empty")
-        if len(body) > cfg.max_message_size:
+        limit = self.broker.config.max_message_size
+        if len(body) > limit:
             raise SendRefused(ResponseCode.MESSAGE_ILLEGAL,
-                              f"the message body size {len(body)} exceeds maxMessageSize {cfg.max_message_size}")
-        if len(header.properties.encode()) > PROPERTIES_BYTES_MAX:
+                              f"the message body size {len(body)} exceeds maxMessageSize {limit}")
+        props = header.properties
+        # UTF-8 takes at most 4 bytes a character: only a long string needs encoding to be measured.
+        if len(props) > PROPERTIES_BYTES_MAX // 4 and len(props.encode()) > PROPERTIES_BYTES_MAX:
             raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "the message properties are longer than 32767 bytes")
-        topic_config = self.broker.topics.get(header.topic)
-        if topic_config is None:
-            topic_config = await self._auto_create(header)
+        topic_config = self.broker.topics.get(topic)
+        return None if topic_config is None else self._check_queue(header, topic_config)
+
+    @staticmethod
+    def _check_queue(header: SendHeader, topic_config: TopicConfig) -> TopicConfig:
         if not topic_config.writable:
             raise SendRefused(ResponseCode.NO_PERMISSION, f"the topic[{header.topic}] sending is forbidden")
         if header.queue_id >= topic_config.write_queue_nums:
@@ -203,7 +219,8 @@ class SendProcessor:
         topic_bytes = self.topic_bytes_cache.get(topic)
         if topic_bytes is None:
             topic_bytes = self.topic_bytes_cache[topic] = topic.encode()
-        qlog, log_id = await broker.queues.get_or_create(topic, header.queue_id)
+        found = broker.queues.get(topic, header.queue_id)
+        qlog, log_id = found if found is not None else await broker.queues.get_or_create(topic, header.queue_id)
         born_host, sys_flag_hosts = self._born_host(conn.remote_addr)
         if batch:
             try:
@@ -251,10 +268,13 @@ class SendProcessor:
                 code, remark = ha_code, ha_remark
         self.puts += n
         prefix = self.store_host_id
-        msg_ids = ",".join((prefix + _I64.pack(encode_commitlog_offset(log_id, base + i))).hex().upper()
-                           for i in range(n))
+        if n == 1:
+            msg_ids = (prefix + _I64.pack(encode_commitlog_offset(log_id, base))).hex().upper()
+        else:
+            msg_ids = ",".join((prefix + _I64.pack(encode_commitlog_offset(log_id, base + i))).hex().upper()
+                               for i in range(n))
         return cmd.make_response(code, remark, ext_fields={
-            "msgId": msg_ids, "queueId": header.queue_id, "queueOffset": base,
+            "msgId": msg_ids, "queueId": str(header.queue_id), "queueOffset": str(base),
             "MSG_REGION": "DefaultRegion", "TRACE_ON": "true",
         })
 

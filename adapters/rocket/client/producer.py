@@ -191,7 +191,8 @@ class Producer(ClientLifecycle):
         self, mq: MessageQueue, msg: Message, body: bytes, sys_flag: int, *, batch: bool,
         uniq_id: str, timeout_s: float,
     ) -> SendResult:
-        addr = await self.instance.find_master_addr(mq)
+        instance = self.instance
+        addr = instance.master_addr(mq.broker_name) or await instance.find_master_addr(mq)
         cmd = self._request(mq, msg, body, sys_flag, batch=batch)
         response = await self.instance.remoting.invoke(addr, cmd, timeout_s)
         status = _SEND_STATUS.get(response.code)  # type: ignore[call-overload]
@@ -213,7 +214,11 @@ class Producer(ClientLifecycle):
     ) -> SendResult:
         timeout_s = (timeout_ms if timeout_ms is not None else self.send_msg_timeout_ms) / 1000
         deadline = time.monotonic() + timeout_s
-        info = await self._publish_info(msg.topic)
+        cached = self._publish.get(msg.topic)
+        if cached is not None and cached[0] is self.instance.routes.get(msg.topic):
+            info = cached[1]  # the route it was built from is still the cached one
+        else:
+            info = await self._publish_info(msg.topic)
         last_broker: str | None = None
         last_error: Exception | None = None
         last_result: SendResult | None = None  # stored, but not SEND_OK

@@ -55,7 +55,9 @@ class RemotingClient:
     async def invoke(
         self, addr: str, cmd: RemotingCommand, timeout_s: float = INVOKE_TIMEOUT_S
     ) -> RemotingCommand:
-        conn = await self.connection(addr)
+        conn = self._connections.get(addr)
+        if conn is None or conn.closed or self._closed:
+            conn = await self.connection(addr)
         return await conn.invoke(cmd, timeout_s)
 
     async def invoke_oneway(self, addr: str, cmd: RemotingCommand) -> None:

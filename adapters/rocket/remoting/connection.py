@@ -268,19 +268,25 @@ class Connection:
             )
         cmd.opaque = self._next_opaque()
         cmd.flag &= ~FLAG_RESPONSE
-        future: asyncio.Future[RemotingCommand] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[RemotingCommand] = loop.create_future()
         self._waiting[cmd.opaque] = future
+        # A timer that fails the future, rather than asyncio.timeout: no context manager and
+        # no task bookkeeping on every request (the client's send path runs this per message).
+        timer = loop.call_later(timeout_s, _expire, future)
         try:
             await self.send(cmd)
-            async with asyncio.timeout(timeout_s):  # no extra task, unlike wait_for
-                return await future
-        except TimeoutError:
+            return await future
+        except _Expired:
             raise RemotingTimeoutError(
                 f"no response to code {cmd.code} (opaque {cmd.opaque}) from {self.remote_addr} "
                 f"within {timeout_s} s"
             ) from None
         finally:
+            timer.cancel()
             self._waiting.pop(cmd.opaque, None)
+            if future.done() and not future.cancelled():
+                future.exception()  # retrieved: a send that failed first leaves it unawaited
 
     async def invoke_oneway(self, cmd: RemotingCommand) -> None:
         cmd.opaque = self._next_opaque()
@@ -316,3 +322,12 @@ class Connection:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class _Expired(Exception):
+    """A request's response did not come in time (turned into RemotingTimeoutError)."""
+
+
+def _expire(future: asyncio.Future[RemotingCommand]) -> None:
+    if not future.done():
+        future.set_exception(_Expired())

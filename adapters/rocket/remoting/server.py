@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from .codes import ResponseCode
 from .command import FRAME_BYTES_MAX, RemotingCommand
@@ -144,11 +144,17 @@ class RemotingServer:
             except Exception:
                 log.exception("disconnect listener failed for %s", conn.remote_addr)
 
-    async def _dispatch(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand | None:
+    def _dispatch(self, conn: Connection, cmd: RemotingCommand) -> Awaitable[RemotingCommand | None]:
+        """The handler's awaitable itself (no coroutine of our own around it: one frame less
+        on every resumption of every request)."""
         handler = self._handlers.get(cmd.code, self._default_handler)
         if handler is None:
-            return cmd.make_response(
+            return _answered(cmd.make_response(
                 ResponseCode.REQUEST_CODE_NOT_SUPPORTED,
                 f"request type {cmd.code} not supported",
-            )
-        return await handler(conn, cmd)
+            ))
+        return handler(conn, cmd)
+
+
+async def _answered(response: RemotingCommand) -> RemotingCommand:
+    return response
