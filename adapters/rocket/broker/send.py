@@ -81,7 +81,7 @@ class SendRefused(Exception):
         self.remark = remark
 
 
-@dataclass
+@dataclass(slots=True)
 class SendHeader:
     topic: str
     queue_id: int
@@ -335,6 +335,9 @@ class _Put:
     """One append. :meth:`start` reads the log's next offset, builds the stored records with
     it and starts the append without yielding in between, so the offsets written are the ones
     the log assigns."""
+
+    __slots__ = ("topic", "topic_bytes", "header", "qlog", "log_id", "items", "sys_flag", "born_host",
+                 "store_host", "properties", "result")
 
     def __init__(self, topic: str, topic_bytes: bytes, header: SendHeader, qlog: Log, log_id: int,
                  items: list[tuple[bytes, int, str]], sys_flag: int, born_host: bytes, store_host: bytes) -> None:

@@ -51,7 +51,7 @@ _LANGUAGE_NAMES: dict[int, str] = {int(v): k for k, v in LanguageCode.__members_
 _OPAQUE_IN_JSON = re.compile(rb'"opaque"\s*:\s*"?(-?\d{1,11})"?')
 
 
-@dataclass
+@dataclass(slots=True)
 class RemotingCommand:
     code: int
     language: LanguageCode = LanguageCode.JAVA

@@ -71,6 +71,7 @@ class Connection:
         frame_bytes_max: int = FRAME_BYTES_MAX,
         pending_requests_max: int = PENDING_REQUESTS_MAX,
     ) -> None:
+        self._loop = asyncio.get_running_loop()
         self._reader = reader
         self._writer = writer
         self._dispatch = dispatch
@@ -179,7 +180,7 @@ class Connection:
                           "on this connection")
                 self._send_nowait(cmd.make_response(ResponseCode.SYSTEM_BUSY, remark))
             return
-        task = asyncio.create_task(self._handle(cmd))
+        task = self._loop.create_task(self._handle(cmd))  # not asyncio.create_task: no naming step per request
         self._handler_tasks.add(task)
         task.add_done_callback(self._handler_tasks.discard)
 
@@ -223,7 +224,7 @@ class Connection:
             self._flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
-            asyncio.get_running_loop().call_soon(self._flush)
+            self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
         self._flush_scheduled = False
@@ -268,7 +269,7 @@ class Connection:
             )
         cmd.opaque = self._next_opaque()
         cmd.flag &= ~FLAG_RESPONSE
-        loop = asyncio.get_running_loop()
+        loop = self._loop
         future: asyncio.Future[RemotingCommand] = loop.create_future()
         self._waiting[cmd.opaque] = future
         # A timer that fails the future, rather than asyncio.timeout: no context manager and
