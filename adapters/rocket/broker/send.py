@@ -336,8 +336,19 @@ class _Put:
     it and starts the append without yielding in between, so the offsets written are the ones
     the log assigns."""
 
-    __slots__ = ("topic", "topic_bytes", "header", "qlog", "log_id", "items", "sys_flag", "born_host",
-                 "store_host", "properties", "result")
+    __slots__ = (
+        "born_host",
+        "header",
+        "items",
+        "log_id",
+        "properties",
+        "qlog",
+        "result",
+        "store_host",
+        "sys_flag",
+        "topic",
+        "topic_bytes",
+    )
 
     def __init__(self, topic: str, topic_bytes: bytes, header: SendHeader, qlog: Log, log_id: int,
                  items: list[tuple[bytes, int, str]], sys_flag: int, born_host: bytes, store_host: bytes) -> None:

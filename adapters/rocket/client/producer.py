@@ -30,7 +30,15 @@ from ..message import (
     Message,
     encode_batch_body,
 )
-from ..remoting import RemotingCommand, RemotingError, RequestCode, ResponseCode, encode_properties
+from ..remoting import (
+    FLAG_ONEWAY,
+    LanguageCode,
+    RemotingCommand,
+    RemotingError,
+    RequestCode,
+    ResponseCode,
+    encode_properties,
+)
 from ._msgutil import COMPRESSION_ZLIB, check_message, compress_body
 from .common import DEFAULT_TOPIC, RETRY_GROUP_TOPIC_PREFIX, MessageQueue, SendResult, SendStatus
 from .config import ClientConfig
@@ -167,23 +175,24 @@ class Producer(ClientLifecycle):
         self, mq: MessageQueue, msg: Message, body: bytes, sys_flag: int, *, batch: bool,
         oneway: bool = False,
     ) -> RemotingCommand:
-        header = {
+        header = {  # the strings Java's toString gives, written directly (once per message)
             "a": self.group,
             "b": mq.topic,
             "c": DEFAULT_TOPIC,
-            "d": self.default_topic_queue_nums,
-            "e": mq.queue_id,
-            "f": sys_flag,
-            "g": time.time_ns() // 1_000_000,
-            "h": msg.flag,
+            "d": str(self.default_topic_queue_nums),
+            "e": str(mq.queue_id),
+            "f": str(sys_flag),
+            "g": str(time.time_ns() // 1_000_000),
+            "h": str(msg.flag),
             "i": encode_properties(msg.properties),
-            "j": 0,
-            "k": False,
-            "m": batch,
+            "j": "0",
+            "k": "false",
+            "m": "true" if batch else "false",
             "n": mq.broker_name,
         }
         code = RequestCode.SEND_BATCH_MESSAGE if batch else RequestCode.SEND_MESSAGE_V2
-        return RemotingCommand.request(code, header, body, oneway=oneway)
+        return RemotingCommand(code=code, language=LanguageCode.PYTHON, flag=FLAG_ONEWAY if oneway else 0,
+                               ext_fields=header, body=body)
 
     # -- the send kernel --------------------------------------------------------------------
 
