@@ -355,6 +355,10 @@ async def bench_append(args: argparse.Namespace, base: str, rep: Reporter) -> No
             )
         )
     if "sync" in modes:
+        # The async figure's gigabytes may still be reaching the disk (and their freed blocks
+        # being discarded): sync first, so the sync figures and their baseline start from an
+        # idle device rather than share it with the previous figure's leftovers.
+        await asyncio.to_thread(os.sync)
         batch = build_batch([Record(os.urandom(args.record_bytes), timestamp_ms=now_ms())])
         record = os.urandom(args.record_bytes)
         ms = int(args.seconds * 1000)
