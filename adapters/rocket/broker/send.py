@@ -32,7 +32,13 @@ from adapters.rocket.message import (
     encode_host,
     encode_stored_raw,
 )
-from adapters.rocket.remoting import Connection, RemotingCommand, ResponseCode
+from adapters.rocket.remoting import (
+    FLAG_RESPONSE,
+    Connection,
+    LanguageCode,
+    RemotingCommand,
+    ResponseCode,
+)
 from adapters.rocket.remoting.command import decode_properties
 from logstore import AppendResult, Log, LogFailedError
 from logstore.batch import build_opaque_batch
@@ -273,10 +279,12 @@ class SendProcessor:
         else:
             msg_ids = ",".join((prefix + _I64.pack(encode_commitlog_offset(log_id, base + i))).hex().upper()
                                for i in range(n))
-        return cmd.make_response(code, remark, ext_fields={
-            "msgId": msg_ids, "queueId": str(header.queue_id), "queueOffset": str(base),
-            "MSG_REGION": "DefaultRegion", "TRACE_ON": "true",
-        })
+        return RemotingCommand(  # cmd.make_response, with fields that are strings already
+            code=code, language=LanguageCode.JAVA, opaque=cmd.opaque, flag=FLAG_RESPONSE, remark=remark,
+            ext_fields={"msgId": msg_ids, "queueId": str(header.queue_id), "queueOffset": str(base),
+                        "MSG_REGION": "DefaultRegion", "TRACE_ON": "true"},
+            serialize_type=cmd.serialize_type,
+        )
 
     def _born_host(self, remote_addr: str) -> tuple[bytes, int]:
         """(packed born host, sys flag host bits) of a connection's peer, cached by address."""

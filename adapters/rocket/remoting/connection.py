@@ -197,7 +197,9 @@ class Connection:
         response.opaque = cmd.opaque
         response.flag |= FLAG_RESPONSE
         try:
-            await self.send(response)
+            self._enqueue(self._frame(response))  # send(), without a coroutine when not backlogged
+            if self._backlogged():
+                await self._drain()
         except FrameError as exc:
             await self._send_quietly(cmd.make_response(ResponseCode.SYSTEM_ERROR, str(exc)))
         except RemotingClosedError:
@@ -239,13 +241,19 @@ class Connection:
     async def send(self, cmd: RemotingCommand) -> None:
         """Write one command; wait while the transport's buffer is over its high-water mark."""
         self._enqueue(self._frame(cmd))
+        if self._backlogged():
+            await self._drain()
+
+    def _backlogged(self) -> bool:
         transport = self._writer.transport
-        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
-            try:
-                await self._writer.drain()
-            except OSError as exc:
-                self.close(f"write failed: {exc}")
-                raise RemotingClosedError(f"connection to {self.remote_addr} failed: {exc}") from exc
+        return transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
+
+    async def _drain(self) -> None:
+        try:
+            await self._writer.drain()
+        except OSError as exc:
+            self.close(f"write failed: {exc}")
+            raise RemotingClosedError(f"connection to {self.remote_addr} failed: {exc}") from exc
 
     def _send_nowait(self, cmd: RemotingCommand) -> None:
         try:
@@ -276,7 +284,9 @@ class Connection:
         # no task bookkeeping on every request (the client's send path runs this per message).
         timer = loop.call_later(timeout_s, _expire, future)
         try:
-            await self.send(cmd)
+            self._enqueue(self._frame(cmd))  # send(), without a coroutine when not backlogged
+            if self._backlogged():
+                await self._drain()
             return await future
         except _Expired:
             raise RemotingTimeoutError(
