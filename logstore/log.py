@@ -95,7 +95,8 @@ class Log:
         self.name = name
         self.name_bytes = name.encode()
         self.directory = directory
-        self.config = config
+        self.config = config  # frozen, and never replaced
+        self.is_sync = config.flush == FLUSH_SYNC  # read on every append: a plain attribute
         self.segments = segments
         self.log_start_offset = log_start_offset
         self.persisted_log_start = log_start_offset  # what the checkpoint file says
@@ -124,9 +125,6 @@ class Log:
         self.epochs = EpochCache()
         self.high_watermark = 0
 
-    @property
-    def is_sync(self) -> bool:
-        return self.config.flush == FLUSH_SYNC
 
     @property
     def active(self) -> Segment:
