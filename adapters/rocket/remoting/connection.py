@@ -123,20 +123,24 @@ class Connection:
                 buf += data
                 pos = 0
                 end = len(buf)
-                while end - pos >= LENGTH.size and not self._closed:
-                    (length,) = LENGTH.unpack_from(buf, pos)
-                    check_frame_length(length, self.frame_bytes_max)
-                    stop = pos + LENGTH.size + length
-                    if stop > end:
-                        break
-                    payload = bytes(buf[pos + LENGTH.size : stop])
-                    pos = stop
-                    self._on_frame(payload)
-                    self.frames_dispatched += 1
-                    turn += 1
-                    if turn == FRAMES_PER_TURN:
-                        turn = 0
-                        await asyncio.sleep(0)
+                # Frames are decoded from views of the buffer (decoding copies the header and
+                # body out), so a frame's bytes are copied once; every view is released before
+                # the buffer is resized.
+                with memoryview(buf) as view:
+                    while end - pos >= LENGTH.size and not self._closed:
+                        (length,) = LENGTH.unpack_from(view, pos)
+                        check_frame_length(length, self.frame_bytes_max)
+                        stop = pos + LENGTH.size + length
+                        if stop > end:
+                            break
+                        with view[pos + LENGTH.size : stop] as payload:
+                            pos = stop
+                            self._on_frame(payload)
+                        self.frames_dispatched += 1
+                        turn += 1
+                        if turn == FRAMES_PER_TURN:
+                            turn = 0
+                            await asyncio.sleep(0)
                 if pos:
                     del buf[:pos]
         except FrameError as exc:
@@ -150,7 +154,7 @@ class Connection:
         finally:
             self.close(reason)
 
-    def _on_frame(self, payload: bytes) -> None:
+    def _on_frame(self, payload: bytes | memoryview) -> None:
         try:
             cmd = decode_payload(payload)
         except HeaderError as exc:
