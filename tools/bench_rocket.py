@@ -270,6 +270,7 @@ async def send_loop(producer: Producer, topic: str, until: float, payload: bytes
 async def bench_sync(server: Server, rep: Reporter, args: argparse.Namespace, work: Path) -> None:
     topic = "BenchSync"
     await server.create_topic(topic, args.queues)
+    await asyncio.to_thread(os.sync)  # start on an idle device, not one still writing an earlier run's data
     raw_ops, raw_lat = raw_fsync_loop(work, args.baseline_seconds)
     base = {"flushDiskType": "SYNC_FLUSH", "message_bytes": MSG_BYTES, "seconds": args.seconds}
     producer = Producer("bench_sync_pg", client_config=server.client_config("sync"))
