@@ -333,3 +333,28 @@ def test_truncate_fully_and_start_at_is_in_place_and_durable(env: Env) -> None:
         await store.close()
 
     run(body)
+
+
+def test_async_log_is_flushed_once_past_flush_interval_bytes(env: Env) -> None:
+    """An async log is fsynced as soon as its unflushed bytes pass flush_interval_bytes, without
+    waiting for flush_interval_ms (the simulated clock stands still); a log below it is not."""
+
+    async def main() -> None:
+        store = await env.open()
+        try:
+            hours = 3_600_000
+            big = await store.create_log("big", LogConfig(flush_interval_bytes=2048, flush_interval_ms=hours))
+            small = await store.create_log("small", LogConfig(flush_interval_bytes=1 << 20, flush_interval_ms=hours))
+            for i in range(8):
+                await big.append(batch(i, size=400))
+                await small.append(batch(i, size=400))
+            for _ in range(300):
+                if big.recovery_point == big.end_offset == 8:
+                    break
+                await asyncio.sleep(0.01)
+            assert (big.recovery_point, big.end_offset, big.unflushed_bytes) == (8, 8, 0)
+            assert small.recovery_point == 0 and small.unflushed_bytes > 0
+        finally:
+            await store.close()
+
+    run(main)

@@ -58,6 +58,11 @@ async def test_bad_input_is_refused_and_nothing_changes(driver: Driver) -> None:
     assert bad_name.code == ResponseCode.MESSAGE_ILLEGAL
     empty = await driver.send(Message("TB", b""))
     assert empty.code == ResponseCode.MESSAGE_ILLEGAL
+    # Properties are limited to 32767 bytes of UTF-8, whatever their length in characters.
+    long_ascii = await driver.send(Message("TB", b"x", properties={"p": "a" * 32_800}))
+    assert long_ascii.code == ResponseCode.MESSAGE_ILLEGAL
+    long_utf8 = await driver.send(Message("TB", b"x", properties={"p": "\U0001F600" * 8_192}))  # 32,771 bytes
+    assert long_utf8.code == ResponseCode.MESSAGE_ILLEGAL
     bad_queue = await driver.send(Message("TB", b"x"), 9)
     assert bad_queue.code == ResponseCode.SYSTEM_ERROR
     bad_batch = await driver.call(RequestCode.SEND_BATCH_MESSAGE, {"b": "TB", "e": 0}, b"\x00\x00\x00\x05junk")
@@ -73,6 +78,10 @@ async def test_bad_input_is_refused_and_nothing_changes(driver: Driver) -> None:
 
     assert await snapshot(driver, "TB", 2) == before
     assert (await driver.send(Message("TB", b"still-serving"), 0)).code == 0
+    under = await driver.send(Message("TB", b"x", properties={"p": "\U0001F600" * 8_190}), 1)  # 32,763 bytes
+    assert under.code == 0
+    _, got = await driver.pull("TB", 1, int(under.ext_fields["queueOffset"]), max_nums=1)
+    assert got[0].properties["p"] == "\U0001F600" * 8_190
 
 
 async def test_auto_create_when_enabled(tmp_path: object) -> None:
