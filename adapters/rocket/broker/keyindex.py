@@ -132,15 +132,29 @@ class KeyIndex:
     # -- updates (called on the send path: no IO here) ----------------------------------------
 
     def add(self, keys: list[str], phys: int, store_ts: int) -> None:
-        pending = self._pending
-        for key in keys:
-            self._add_one(key, phys, store_ts)
-            pending.append((phys, store_ts, key))
+        self.add_many(((keys, phys),), store_ts)
+
+    def add_many(self, keyed: Iterable[tuple[list[str], int]], store_ts: int) -> None:
+        """Index every (keys, commit log offset) of one append (a batch send's messages in
+        one pass: this runs for every message sent)."""
+        pending, entries, pack = self._pending, self._entries, _HASH.pack
+        hashes = bytearray()
+        for keys, phys in keyed:
+            for key in keys:
+                hashes += pack(hash(key))
+                entries.append(phys)
+                entries.append(store_ts)
+                pending.append((phys, store_ts, key))
+        self._hashes += hashes
+        self._trim()
 
     def _add_one(self, key: str, phys: int, store_ts: int) -> None:
         self._hashes += _HASH.pack(hash(key))
         self._entries.append(phys)
         self._entries.append(store_ts)
+        self._trim()
+
+    def _trim(self) -> None:
         if len(self._entries) > 2 * self.entries_max:
             keep = self.entries_max // 2
             del self._hashes[: len(self._hashes) - 8 * keep]

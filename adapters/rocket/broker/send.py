@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import struct
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -56,7 +55,7 @@ from .topics import (
     TopicConfig,
     check_topic_name,
 )
-from .transaction import half_header
+from .transaction import half_header, is_prepared
 
 if TYPE_CHECKING:
     from .broker import Broker
@@ -66,7 +65,7 @@ log = logging.getLogger(__name__)
 PROPERTIES_BYTES_MAX = 0x7FFF
 HOSTS_CACHED_MAX = 4096
 TOPICS_CACHED_MAX = 4096
-_I64 = struct.Struct(">q")
+_U64 = (1 << 64) - 1
 # SEND_MESSAGE_V2 abbreviates the header field names to one letter.
 V2_FIELDS = {
     "a": "producerGroup", "b": "topic", "c": "defaultTopic", "d": "defaultTopicQueueNums",
@@ -129,6 +128,7 @@ class SendProcessor:
         self.store_host, v6 = encode_host(cfg.broker_addr)
         self.store_host_flag = SYSFLAG_STOREHOST_V6 if v6 else 0
         self.store_host_id = self.store_host  # offset message ids: store host + commit log offset
+        self.store_host_hex = self.store_host_id.hex().upper()
         self.topic_bytes_cache: dict[str, bytes] = {}
         self._hosts: dict[str, tuple[bytes, int]] = {}
         self._gates: dict[asyncio.Future[None], asyncio.Future[bool]] = {}
@@ -151,7 +151,7 @@ class SendProcessor:
             if topic_config is None:
                 topic_config = self._check_queue(header, await self._auto_create(header))
             queue_id = header.queue_id
-            half = half_header(header, cmd.body, batch)  # TRAN_MSG=true: stored as a half message
+            half = None if batch else half_header(header)  # TRAN_MSG=true: stored as a half message
             moved = half is not None
             if half is not None:
                 header = half
@@ -238,8 +238,10 @@ class SendProcessor:
             for i, (body, _flag, props) in enumerate(items):
                 if not body:
                     raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"message {i} of the batch has an empty body")
-                if len(props.encode()) > PROPERTIES_BYTES_MAX:
+                if len(props) > PROPERTIES_BYTES_MAX // 4 and len(props.encode()) > PROPERTIES_BYTES_MAX:
                     raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "the message properties are longer than 32767 bytes")
+                if is_prepared(props):  # checked on the decoded messages: no scan of the whole body
+                    raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "transactional messages cannot be sent in a batch")
         else:
             items = [(cmd.body, header.flag, header.properties)]
         sys_flag = (header.sys_flag & ~(SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6)) | sys_flag_hosts
@@ -273,12 +275,12 @@ class SendProcessor:
             if ha_code != ResponseCode.SUCCESS:
                 code, remark = ha_code, ha_remark
         self.puts += n
-        prefix = self.store_host_id
+        prefix = self.store_host_hex
         if n == 1:
-            msg_ids = (prefix + _I64.pack(encode_commitlog_offset(log_id, base))).hex().upper()
-        else:
-            msg_ids = ",".join((prefix + _I64.pack(encode_commitlog_offset(log_id, base + i))).hex().upper()
-                               for i in range(n))
+            msg_ids = f"{prefix}{encode_commitlog_offset(log_id, base) & _U64:016X}"
+        else:  # the same as the store host's bytes and the offset's 8 big-endian bytes in hex
+            first = encode_commitlog_offset(log_id, base)
+            msg_ids = ",".join([f"{prefix}{(first + i) & _U64:016X}" for i in range(n)])
         return RemotingCommand(  # cmd.make_response, with fields that are strings already
             code=code, language=LanguageCode.JAVA, opaque=cmd.opaque, flag=FLAG_RESPONSE, remark=remark,
             ext_fields={"msgId": msg_ids, "queueId": str(header.queue_id), "queueOffset": str(base),
@@ -396,8 +398,7 @@ class _Put:
         if len(data) > qlog.config.batch_bytes_max:
             raise InvalidBatchError(f"stored batch of {len(data)} bytes exceeds {qlog.config.batch_bytes_max}")
         self.result, durable = qlog.start_append(data)  # assigns exactly the offsets used above
-        for k, phys in keys:
-            broker.key_index.add(k, phys, store_ts)
+        broker.key_index.add_many(keys, store_ts)
         broker.key_index.mark(self.log_id, base + len(records))
         return base, durable
 

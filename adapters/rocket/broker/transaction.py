@@ -57,10 +57,7 @@ from adapters.rocket.message import (
     PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX,
     SYSFLAG_TRANSACTION_COMMIT,
     SYSFLAG_TRANSACTION_MASK,
-    BatchItem,
     Message,
-    MessageFormatError,
-    decode_batch_items,
     decode_one_stored,
     encode_stored,
 )
@@ -111,13 +108,10 @@ def is_prepared(properties: str) -> bool:
     return PREPARED_MARK in properties
 
 
-def half_header(header: SendHeader, body: bytes, batch: bool) -> SendHeader | None:
-    """The header that stores a transactional SEND as a half message, or None for a plain
-    send. A batch may not hold transactional messages (RocketMQ's client refuses them too)."""
-    if batch:
-        if PREPARED_MARK.encode() in body and any(is_prepared(it.properties) for it in _items(body)):
-            raise BadRequest("transactional messages cannot be sent in a batch")
-        return None
+def half_header(header: SendHeader) -> SendHeader | None:
+    """The header that stores a transactional SEND (not a batch: the send path refuses
+    transactional messages in one, as RocketMQ's client does) as a half message, or None for
+    a plain send."""
     if not is_prepared(header.properties):
         return None
     props = decode_properties(header.properties)
@@ -129,13 +123,6 @@ def half_header(header: SendHeader, body: bytes, batch: bool) -> SendHeader | No
         header, topic=HALF_TOPIC, queue_id=0, properties=encode_properties(props),
         sys_flag=header.sys_flag & ~SYSFLAG_TRANSACTION_MASK,
     )
-
-
-def _items(body: bytes) -> list[BatchItem]:
-    try:
-        return list(decode_batch_items(body))
-    except MessageFormatError:
-        return []  # the send path refuses the malformed batch itself
 
 
 def origin_of(msg: Message) -> int:

@@ -67,6 +67,9 @@ async def test_bad_input_is_refused_and_nothing_changes(driver: Driver) -> None:
     assert bad_queue.code == ResponseCode.SYSTEM_ERROR
     bad_batch = await driver.call(RequestCode.SEND_BATCH_MESSAGE, {"b": "TB", "e": 0}, b"\x00\x00\x00\x05junk")
     assert bad_batch.code == ResponseCode.MESSAGE_ILLEGAL
+    tx_in_batch = await driver.send_batch("TB", [
+        Message("TB", b"plain"), Message("TB", b"half", properties={"TRAN_MSG": "true", "PGROUP": "PG"})])
+    assert tx_in_batch.code == ResponseCode.MESSAGE_ILLEGAL and "transactional" in (tx_in_batch.remark or "")
     bad_field = await driver.call(RequestCode.SEND_MESSAGE, {"topic": "TB", "queueId": "zero"}, b"x")
     assert bad_field.code == ResponseCode.MESSAGE_ILLEGAL
     bad_hb = await driver.call(RequestCode.HEART_BEAT, body=b"not json")
