@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.rocket.broker.keyindex import index_keys, index_keys_of
 from adapters.rocket.remoting import (
     FLAG_ONEWAY,
     FLAG_RESPONSE,
@@ -24,7 +25,7 @@ from adapters.rocket.remoting import (
     encode_frame,
     encode_properties,
 )
-from adapters.rocket.remoting.command import decode_payload
+from adapters.rocket.remoting.command import decode_payload, property_value
 
 
 def frame_with_header(header: bytes, body: bytes = b"", serialize_type: int = 0) -> bytes:
@@ -262,3 +263,23 @@ def test_header_shape_sent_by_the_cpp_client() -> None:
     assert cmd.ext_fields["queueId"] == "0" and cmd.ext_fields["batch"] == "0"
     assert decode_properties(cmd.ext_fields["properties"]) == {"TAGS": "a"}
     assert cmd.remark == "" and cmd.body == b"hello"
+
+
+# Property strings as pairs of a few names (so they repeat) with values that may hold the
+# name/value separator, some pairs without a separator, and stray separators between them.
+_PAIR = st.tuples(st.sampled_from(["KEYS", "K", "UNIQ_KEY", "a", ""]), st.sampled_from(["\x01", ""]),
+                  st.text(alphabet=["\x01", "K", "a", " ", "b"], max_size=6))
+_PROP_TEXT = st.lists(_PAIR, max_size=8).map(lambda ps: "\x02".join(n + sep + v for n, sep, v in ps)) | st.text(
+    alphabet=["\x01", "\x02", "K", "E", "Y", "S", "a", " "], max_size=40)
+
+
+@given(text=_PROP_TEXT, name=st.sampled_from(["KEYS", "K", "UNIQ_KEY", "a", "Y S", ""]))
+@settings(max_examples=600)
+def test_property_value_is_what_decoding_gives(text: str, name: str) -> None:
+    assert property_value(text, name) == decode_properties(text).get(name)
+
+
+@given(text=_PROP_TEXT)
+@settings(max_examples=300)
+def test_index_keys_of_the_encoded_properties_match_the_decoded(text: str) -> None:
+    assert index_keys_of("T", text) == index_keys("T", decode_properties(text))

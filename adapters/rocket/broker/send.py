@@ -38,7 +38,7 @@ from adapters.rocket.remoting import (
     RemotingCommand,
     ResponseCode,
 )
-from adapters.rocket.remoting.command import decode_properties
+from adapters.rocket.remoting.command import property_value
 from logstore import AppendResult, Log, LogFailedError
 from logstore.batch import build_opaque_batch
 from logstore.errors import InvalidBatchError
@@ -46,7 +46,7 @@ from logstore.errors import InvalidBatchError
 from .config import SYNC_MASTER
 from .consumers import BadRequest
 from .delay import may_be_scheduled
-from .keyindex import index_keys
+from .keyindex import index_keys_of
 from .queues import encode_commitlog_offset
 from .topics import (
     DLQ_GROUP_TOPIC_PREFIX,
@@ -256,8 +256,7 @@ class SendProcessor:
         remark = None
         sync_master = broker.config.broker_role == SYNC_MASTER
         if durable is not None or sync_master:
-            sent = put.properties[0] if not batch else decode_properties(header.properties)
-            wait = sent.get(PROPERTY_WAIT_STORE_MSG_OK, "true") != "false"
+            wait = property_value(header.properties, PROPERTY_WAIT_STORE_MSG_OK) != "false"
         if durable is not None:
             if not wait:
                 durable.add_done_callback(_log_round_failure)
@@ -351,7 +350,6 @@ class _Put:
         "header",
         "items",
         "log_id",
-        "properties",
         "qlog",
         "result",
         "store_host",
@@ -371,7 +369,6 @@ class _Put:
         self.sys_flag = sys_flag
         self.born_host = born_host
         self.store_host = store_host
-        self.properties: list[dict[str, str]] = []
         self.result: AppendResult | None = None
 
     def start(self, broker: Broker) -> tuple[int, asyncio.Future[None] | None]:
@@ -383,17 +380,16 @@ class _Put:
         base = qlog.assigned_offset
         records = []
         keys = []
+        first = encode_commitlog_offset(self.log_id, base)
         for i, (body, flag, props) in enumerate(self.items):
-            phys = encode_commitlog_offset(self.log_id, base + i)
+            phys = first + i  # encode_commitlog_offset(log_id, base + i): the offset takes the low bits
             records.append(encode_stored_raw(
                 self.topic_bytes, body, props.encode(), queue_id=h.queue_id, flag=flag, queue_offset=base + i,
                 commitlog_offset=phys, sys_flag=self.sys_flag, born_timestamp=h.born_timestamp,
                 born_host=self.born_host, store_timestamp=store_ts, store_host=self.store_host,
                 reconsume_times=h.reconsume_times,
             ))
-            parsed = decode_properties(props)
-            self.properties.append(parsed)
-            keys.append((index_keys(self.topic, parsed), phys))
+            keys.append((index_keys_of(self.topic, props), phys))
         data = build_opaque_batch(b"".join(records), len(records), store_ts, store_ts)
         if len(data) > qlog.config.batch_bytes_max:
             raise InvalidBatchError(f"stored batch of {len(data)} bytes exceeds {qlog.config.batch_bytes_max}")

@@ -388,6 +388,19 @@ def encode_properties(properties: Mapping[str, str]) -> str:
     return "".join(parts)
 
 
+def property_value(text: str, name: str) -> str | None:
+    """``decode_properties(text).get(name)`` without decoding every property: one search for
+    the last pair that starts with ``name`` and the separator (the last one wins there too)."""
+    marker = f"{PROPERTY_SEPARATOR}{name}{NAME_VALUE_SEPARATOR}"
+    wire = PROPERTY_SEPARATOR + text
+    at = wire.rfind(marker)
+    if at < 0 or not name:
+        return None
+    start = at + len(marker)
+    end = wire.find(PROPERTY_SEPARATOR, start)
+    return wire[start:] if end < 0 else wire[start:end]
+
+
 def decode_properties(text: str) -> dict[str, str]:
     """Pairs without a name/value separator are skipped, as RocketMQ does."""
     properties: dict[str, str] = {}
