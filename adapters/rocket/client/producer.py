@@ -213,7 +213,7 @@ class Producer(ClientLifecycle):
             send_status=status,
             msg_id=uniq_id,
             offset_msg_id=ext.get("msgId", ""),
-            message_queue=MessageQueue(mq.topic, mq.broker_name, queue_id),
+            message_queue=mq if queue_id == mq.queue_id else MessageQueue(mq.topic, mq.broker_name, queue_id),
             queue_offset=int(ext.get("queueOffset", -1)),
         )
 
@@ -251,7 +251,8 @@ class Producer(ClientLifecycle):
                 log.info("send of %s to %s failed (attempt %d of %d): %s",
                          uniq_id, mq, attempt + 1, times_total, exc)
                 continue
-            self.fault_strategy.update_fault_item(mq.broker_name, _ms_since(begin), isolation=False)
+            if self.fault_strategy.enabled:  # sendLatencyFaultEnable (off by default): latencies kept
+                self.fault_strategy.update_fault_item(mq.broker_name, _ms_since(begin), isolation=False)
             if result.send_status != SendStatus.SEND_OK and self.retry_another_broker_when_not_store_ok:
                 last_broker, last_result = mq.broker_name, result
                 continue
