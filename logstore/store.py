@@ -661,11 +661,15 @@ class Store:
                     self._prepare_journal()
                 seq = journal.seq
                 parts: list[Buffer] = []
-                head = jn.encode_entry_head
+                entry_crc = jn.entry_crc
+                tails: dict[tuple[Log, int], tuple[bytes, int]] = {}  # (log, batch size) -> entry tail, its CRC
                 by_log: dict[Log, list[tuple[list[Buffer], int, int, int]]] = {}
                 for log, lparts, total, nxt, max_ts in queue:
                     covered, rest = lparts
-                    parts += (head(seq, log.name_bytes, covered, total), covered, rest)  # type: ignore[arg-type]
+                    tail = tails.get((log, total))
+                    if tail is None:
+                        tail = tails[log, total] = jn.entry_tail(seq, log.name_bytes, total)
+                    parts += (entry_crc(covered, tail[1]), tail[0], covered, rest)
                     items = by_log.get(log)
                     if items is None:
                         items = by_log[log] = []
