@@ -130,6 +130,9 @@ class BatchOptions:
     extra_attributes: int = field(default=0)
 
 
+_DEFAULT_OPTIONS = BatchOptions()  # shared, never changed
+
+
 def _zigzag(n: int) -> int:
     return (n << 1) ^ (n >> 63)
 
@@ -221,15 +224,12 @@ def build_opaque_batch(
     buf = bytearray(HEADER_BYTES) + payload
     if len(buf) > BATCH_BYTES_LIMIT:
         raise BatchTooLargeError(f"batch of {len(buf)} bytes exceeds {BATCH_BYTES_LIMIT}")
-    if options is None:  # the broker's hot path: no options object built per batch
-        HEADER.pack_into(buf, 0, 0, len(buf) - PREFIX_BYTES, 0, MAGIC, 0, ATTR_OPAQUE, record_count - 1,
-                         first_timestamp_ms, max_timestamp_ms, -1, -1, -1, record_count)
-    else:
-        attributes = ATTR_OPAQUE | options.extra_attributes | (ATTR_TRANSACTIONAL if options.transactional else 0)
-        HEADER.pack_into(
-            buf, 0, 0, len(buf) - PREFIX_BYTES, 0, MAGIC, 0, attributes, record_count - 1, first_timestamp_ms,
-            max_timestamp_ms, options.producer_id, options.producer_epoch, options.base_sequence, record_count,
-        )
+    opts = _DEFAULT_OPTIONS if options is None else options  # none built per batch on the broker's path
+    attributes = ATTR_OPAQUE | opts.extra_attributes | (ATTR_TRANSACTIONAL if opts.transactional else 0)
+    HEADER.pack_into(
+        buf, 0, 0, len(buf) - PREFIX_BYTES, 0, MAGIC, 0, attributes, record_count - 1,
+        first_timestamp_ms, max_timestamp_ms, opts.producer_id, opts.producer_epoch, opts.base_sequence, record_count,
+    )
     struct.pack_into(">I", buf, CRC_OFFSET, crc32c.crc32c(memoryview(buf)[CRC_COVERS_FROM:]))
     return buf
 

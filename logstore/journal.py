@@ -79,14 +79,6 @@ _TAIL = struct.Struct(">IIH")
 _CRC = struct.Struct(">I")
 
 
-def encode_entry_head(seq: int, name: bytes, covered: bytes, batch_total: int) -> bytes:
-    """The entry's fixed part and name; the batch follows it. ``covered`` is the stamped
-    batch's first BATCH_BYTES_COVERED bytes (stamp, magic and batch CRC: see the layout, the
-    entry CRC covers them, the batch CRC the rest)."""
-    tail, tail_crc = entry_tail(seq, name, batch_total)
-    return entry_crc(covered, tail_crc) + tail
-
-
 def entry_tail(seq: int, name: bytes, batch_total: int) -> tuple[bytes, int]:
     """An entry's header after its CRC, with its name, and the CRC32C of those bytes: the same
     for every batch of one size of one log in one file, so a round computes it once for them
@@ -96,7 +88,9 @@ def entry_tail(seq: int, name: bytes, batch_total: int) -> tuple[bytes, int]:
 
 
 def entry_crc(covered: Buffer, tail_crc: int) -> bytes:
-    """The entry CRC field: over the tail (given as its CRC) and then ``covered``."""
+    """The entry CRC field: over the tail (given as its CRC) and then ``covered``, the stamped
+    batch's first BATCH_BYTES_COVERED bytes (stamp, magic and batch CRC: see the layout; the
+    batch CRC covers the rest)."""
     return _CRC.pack(crc32c.crc32c(covered, tail_crc))
 
 

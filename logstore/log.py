@@ -125,7 +125,6 @@ class Log:
         self.epochs = EpochCache()
         self.high_watermark = 0
 
-
     @property
     def active(self) -> Segment:
         return self.segments[-1]

@@ -53,22 +53,19 @@ _HASH = struct.Struct("=q")
 def index_keys_of(topic: str, properties: str) -> list[str]:
     """:func:`index_keys` of a message's encoded properties (the send path's: one search per
     key property instead of decoding every property)."""
-    keys = []
-    uniq = property_value(properties, PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
-    if uniq:
-        keys.append(f"{topic}#{uniq}")
-    for k in (property_value(properties, PROPERTY_KEYS) or "").split(" "):
-        if k:
-            keys.append(f"{topic}#{k}")
-    return keys
+    return _keys(topic, property_value(properties, PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX),
+                 property_value(properties, PROPERTY_KEYS))
 
 
 def index_keys(topic: str, properties: dict[str, str]) -> list[str]:
+    return _keys(topic, properties.get(PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX), properties.get(PROPERTY_KEYS))
+
+
+def _keys(topic: str, uniq: str | None, keys_text: str | None) -> list[str]:
     keys = []
-    uniq = properties.get(PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX)
     if uniq:
         keys.append(f"{topic}#{uniq}")
-    for k in properties.get(PROPERTY_KEYS, "").split(" "):
+    for k in (keys_text or "").split(" "):
         if k:
             keys.append(f"{topic}#{k}")
     return keys

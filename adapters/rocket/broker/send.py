@@ -127,8 +127,7 @@ class SendProcessor:
         cfg = broker.config
         self.store_host, v6 = encode_host(cfg.broker_addr)
         self.store_host_flag = SYSFLAG_STOREHOST_V6 if v6 else 0
-        self.store_host_id = self.store_host  # offset message ids: store host + commit log offset
-        self.store_host_hex = self.store_host_id.hex().upper()
+        self.store_host_hex = self.store_host.hex().upper()  # offset message ids: this + the commit log offset
         self.topic_bytes_cache: dict[str, bytes] = {}
         self._hosts: dict[str, tuple[bytes, int]] = {}
         self._gates: dict[asyncio.Future[None], asyncio.Future[bool]] = {}
@@ -186,10 +185,7 @@ class SendProcessor:
         if len(body) > limit:
             raise SendRefused(ResponseCode.MESSAGE_ILLEGAL,
                               f"the message body size {len(body)} exceeds maxMessageSize {limit}")
-        props = header.properties
-        # UTF-8 takes at most 4 bytes a character: only a long string needs encoding to be measured.
-        if len(props) > PROPERTIES_BYTES_MAX // 4 and len(props.encode()) > PROPERTIES_BYTES_MAX:
-            raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "the message properties are longer than 32767 bytes")
+        _check_properties(header.properties)
         topic_config = self.broker.topics.get(topic)
         return None if topic_config is None else self._check_queue(header, topic_config)
 
@@ -238,8 +234,7 @@ class SendProcessor:
             for i, (body, _flag, props) in enumerate(items):
                 if not body:
                     raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"message {i} of the batch has an empty body")
-                if len(props) > PROPERTIES_BYTES_MAX // 4 and len(props.encode()) > PROPERTIES_BYTES_MAX:
-                    raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "the message properties are longer than 32767 bytes")
+                _check_properties(props)
                 if is_prepared(props):  # checked on the decoded messages: no scan of the whole body
                     raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "transactional messages cannot be sent in a batch")
         else:
@@ -275,10 +270,10 @@ class SendProcessor:
                 code, remark = ha_code, ha_remark
         self.puts += n
         prefix = self.store_host_hex
+        first = encode_commitlog_offset(log_id, base)  # as hex: the offset's 8 big-endian bytes
         if n == 1:
-            msg_ids = f"{prefix}{encode_commitlog_offset(log_id, base) & _U64:016X}"
-        else:  # the same as the store host's bytes and the offset's 8 big-endian bytes in hex
-            first = encode_commitlog_offset(log_id, base)
+            msg_ids = f"{prefix}{first & _U64:016X}"
+        else:
             msg_ids = ",".join([f"{prefix}{(first + i) & _U64:016X}" for i in range(n)])
         return RemotingCommand(  # cmd.make_response, with fields that are strings already
             code=code, language=LanguageCode.JAVA, opaque=cmd.opaque, flag=FLAG_RESPONSE, remark=remark,
@@ -333,6 +328,12 @@ class SendProcessor:
             del self._gates[durable]  # sends joining the round later get a fresh timer
         if not gate.done():
             gate.set_result(False)
+
+
+def _check_properties(properties: str) -> None:
+    # UTF-8 takes at most 4 bytes a character: only a long string needs encoding to be measured.
+    if len(properties) > PROPERTIES_BYTES_MAX // 4 and len(properties.encode()) > PROPERTIES_BYTES_MAX:
+        raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "the message properties are longer than 32767 bytes")
 
 
 def _log_round_failure(fut: asyncio.Future[None]) -> None:

@@ -55,9 +55,7 @@ class RemotingClient:
     async def invoke(
         self, addr: str, cmd: RemotingCommand, timeout_s: float = INVOKE_TIMEOUT_S
     ) -> RemotingCommand:
-        conn = self._connections.get(addr)
-        if conn is None or conn.closed or self._closed:
-            conn = await self.connection(addr)
+        conn = self._open_connection(addr) or await self.connection(addr)
         return await conn.invoke(cmd, timeout_s)
 
     async def invoke_oneway(self, addr: str, cmd: RemotingCommand) -> None:
@@ -66,10 +64,8 @@ class RemotingClient:
 
     async def connection(self, addr: str) -> Connection:
         """The open connection to ``addr``, opening one if there is none."""
-        if self._closed:
-            raise RemotingClosedError("remoting client is closed")
-        conn = self._connections.get(addr)
-        if conn is not None and not conn.closed:
+        conn = self._open_connection(addr)
+        if conn is not None:
             return conn
         lock = self._connect_locks.setdefault(addr, asyncio.Lock())
         async with lock:
@@ -77,6 +73,13 @@ class RemotingClient:
             if conn is None or conn.closed:
                 conn = await self._open(addr)
             return conn
+
+    def _open_connection(self, addr: str) -> Connection | None:
+        """The connection to ``addr`` if one is open (no await: the send path's common case)."""
+        if self._closed:
+            raise RemotingClosedError("remoting client is closed")
+        conn = self._connections.get(addr)
+        return conn if conn is not None and not conn.closed else None
 
     async def _open(self, addr: str) -> Connection:
         host, port = split_addr(addr)

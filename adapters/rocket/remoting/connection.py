@@ -201,8 +201,7 @@ class Connection:
         response.opaque = cmd.opaque
         response.flag |= FLAG_RESPONSE
         try:
-            self._enqueue(self._frame(response))  # send(), without a coroutine when not backlogged
-            if self._backlogged():
+            if self._queue(response):
                 await self._drain()
         except FrameError as exc:
             await self._send_quietly(cmd.make_response(ResponseCode.SYSTEM_ERROR, str(exc)))
@@ -244,11 +243,13 @@ class Connection:
 
     async def send(self, cmd: RemotingCommand) -> None:
         """Write one command; wait while the transport's buffer is over its high-water mark."""
-        self._enqueue(self._frame(cmd))
-        if self._backlogged():
+        if self._queue(cmd):
             await self._drain()
 
-    def _backlogged(self) -> bool:
+    def _queue(self, cmd: RemotingCommand) -> bool:
+        """:meth:`send` without its coroutine (the hot paths call this and drain only when it
+        says so): queue the frame; whether the transport is over its high-water mark."""
+        self._enqueue(self._frame(cmd))
         transport = self._writer.transport
         return transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
 
@@ -288,8 +289,7 @@ class Connection:
         # no task bookkeeping on every request (the client's send path runs this per message).
         timer = loop.call_later(timeout_s, _expire, future)
         try:
-            self._enqueue(self._frame(cmd))  # send(), without a coroutine when not backlogged
-            if self._backlogged():
+            if self._queue(cmd):
                 await self._drain()
             return await future
         except _Expired:
