@@ -131,6 +131,7 @@ class BatchOptions:
 
 
 _DEFAULT_OPTIONS = BatchOptions()  # shared, never changed
+_ZERO_HEADER = bytes(HEADER_BYTES)
 
 
 def _zigzag(n: int) -> int:
@@ -213,15 +214,16 @@ def build_batch(records: Sequence[Record], options: BatchOptions | None = None) 
 
 
 def build_opaque_batch(
-    payload: Buffer, record_count: int, first_timestamp_ms: int, max_timestamp_ms: int,
+    payload: Buffer | list[Buffer], record_count: int, first_timestamp_ms: int, max_timestamp_ms: int,
     options: BatchOptions | None = None,
 ) -> bytearray:
-    """A batch whose records section is ``payload`` as given (see ATTR_OPAQUE)."""
+    """A batch whose records section is ``payload`` as given (see ATTR_OPAQUE), or the
+    concatenation of its parts (copied once, into the batch)."""
     if record_count < 1:
         raise InvalidBatchError("a batch needs at least one record")
     if max_timestamp_ms < first_timestamp_ms:
         raise InvalidBatchError("max timestamp is before the first timestamp")
-    buf = bytearray(HEADER_BYTES) + payload
+    buf = bytearray().join([_ZERO_HEADER, *payload]) if isinstance(payload, list) else bytearray(HEADER_BYTES) + payload
     if len(buf) > BATCH_BYTES_LIMIT:
         raise BatchTooLargeError(f"batch of {len(buf)} bytes exceeds {BATCH_BYTES_LIMIT}")
     opts = _DEFAULT_OPTIONS if options is None else options  # none built per batch on the broker's path

@@ -38,9 +38,8 @@ import functools
 import ipaddress
 import struct
 import zlib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
 
 from adapters.rocket.remoting.command import decode_properties, encode_properties
 
@@ -288,6 +287,41 @@ def encode_stored_raw(
     ))
 
 
+def encode_stored_many(
+    topic: bytes, items: Sequence[tuple[bytes | memoryview, int, str]], *, queue_id: int, queue_offset: int,
+    commitlog_offset: int, sys_flag: int, born_timestamp: int, born_host: bytes, store_timestamp: int,
+    store_host: bytes, reconsume_times: int = 0,
+) -> list[bytes | bytearray | memoryview]:
+    """:func:`encode_stored_raw` of each (body, flag, encoded properties) of one send, whose
+    queue and commit log offsets count up from the given ones, as parts for a single join (a
+    batch's records are copied once, not record by record and then again)."""
+    parts: list[bytes | bytearray | memoryview] = []
+    if len(topic) > TOPIC_V1_BYTES_MAX or len(born_host) != 8 or len(store_host) != 8:
+        for i, (body, flag, text) in enumerate(items):
+            parts.append(encode_stored_raw(
+                topic, body, text.encode(), queue_id=queue_id, flag=flag, queue_offset=queue_offset + i,
+                commitlog_offset=commitlog_offset + i, sys_flag=sys_flag, born_timestamp=born_timestamp,
+                born_host=born_host, store_timestamp=store_timestamp, store_host=store_host,
+                reconsume_times=reconsume_times,
+            ))
+        return parts
+    pack, crc32, props_len = _HEAD_V4.pack, zlib.crc32, _I16.pack
+    topic_part = bytes((len(topic),)) + topic
+    fixed = _FIXED_V4_BYTES + len(topic_part) + 2
+    for i, (body, flag, text) in enumerate(items):  # encode_stored_raw's IPv4 case, inlined
+        props = text.encode()
+        if len(props) > 0x7FFF:
+            raise MessageFormatError(f"properties of {len(props)} bytes exceed 32767")
+        nbody = len(body)
+        parts += (
+            pack(fixed + nbody + len(props), MAGIC_V1, crc32(body) & 0x7FFFFFFF, queue_id, flag, queue_offset + i,
+                 commitlog_offset + i, sys_flag, born_timestamp, born_host, store_timestamp, store_host,
+                 reconsume_times, 0, nbody),
+            body, topic_part, props_len(len(props)), props,
+        )
+    return parts
+
+
 def decode_stored(buf: bytes | bytearray | memoryview) -> list[Message]:
     """Every record in ``buf`` (a pull body). Raises MessageFormatError on damage."""
     return [m for m, _pos in iter_stored(buf)]
@@ -398,14 +432,6 @@ def stored_properties(buf: bytes | bytearray | memoryview, pos: int = 0) -> str:
 # -- batch send body ---------------------------------------------------------------------------
 
 
-class BatchItem(NamedTuple):
-    """One message of a SEND_BATCH_MESSAGE body (the batch header carries the topic)."""
-
-    body: bytes
-    flag: int
-    properties: str  # encoded, kept as sent
-
-
 def encode_batch_body(messages: Iterable[Message]) -> bytes:
     parts = []
     for msg in messages:
@@ -416,7 +442,9 @@ def encode_batch_body(messages: Iterable[Message]) -> bytes:
     return b"".join(parts)
 
 
-def decode_batch_items(body: bytes | memoryview) -> list[BatchItem]:
+def decode_batch_items(body: bytes | memoryview) -> list[tuple[bytes, int, str]]:
+    """The (body, flag, encoded properties as sent) of each message of a SEND_BATCH_MESSAGE
+    body (the batch header carries the topic): plain tuples, this runs for every message."""
     buf = body if isinstance(body, bytes) else bytes(body)
     unpack_head, unpack_u16, head = _BATCH_HEAD.unpack_from, _U16.unpack_from, _BATCH_HEAD.size
     n = len(buf)
@@ -438,14 +466,14 @@ def decode_batch_items(body: bytes | memoryview) -> list[BatchItem]:
             props = buf[q + 2 : end].decode()
         except UnicodeDecodeError:
             raise MessageFormatError(f"batch message at byte {pos}: properties are not UTF-8") from None
-        items.append(BatchItem(buf[p:q], flag, props))
+        items.append((buf[p:q], flag, props))
         pos = end
     return items
 
 
 def decode_batch_body(body: bytes | memoryview, topic: str = "") -> list[Message]:
-    return [Message(topic=topic, body=it.body, flag=it.flag, properties=decode_properties(it.properties))
-            for it in decode_batch_items(body)]
+    return [Message(topic=topic, body=b, flag=flag, properties=decode_properties(props))
+            for b, flag, props in decode_batch_items(body)]
 
 
 def properties_of(mapping: Mapping[str, str]) -> str:

@@ -29,7 +29,7 @@ from adapters.rocket.message import (
     MessageFormatError,
     decode_batch_items,
     encode_host,
-    encode_stored_raw,
+    encode_stored_many,
 )
 from adapters.rocket.remoting import (
     FLAG_RESPONSE,
@@ -46,7 +46,7 @@ from logstore.errors import InvalidBatchError
 from .config import SYNC_MASTER
 from .consumers import BadRequest
 from .delay import may_be_scheduled
-from .keyindex import index_keys_of
+from .keyindex import add_index_keys_of
 from .queues import encode_commitlog_offset
 from .topics import (
     DLQ_GROUP_TOPIC_PREFIX,
@@ -226,7 +226,7 @@ class SendProcessor:
         born_host, sys_flag_hosts = self._born_host(conn.remote_addr)
         if batch:
             try:
-                items: list[tuple[bytes, int, str]] = list(decode_batch_items(cmd.body))
+                items = decode_batch_items(cmd.body)
             except MessageFormatError as exc:
                 raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"bad batch body: {exc}") from None
             if not items:
@@ -379,24 +379,26 @@ class _Put:
         qlog = self.qlog
         store_ts = broker.store.clock.now_ms()
         base = qlog.assigned_offset
-        records = []
-        keys = []
+        items = self.items
+        # commit log offset of message i: encode_commitlog_offset(log_id, base + i) = first + i
+        # (the queue offset takes the low bits)
         first = encode_commitlog_offset(self.log_id, base)
-        for i, (body, flag, props) in enumerate(self.items):
-            phys = first + i  # encode_commitlog_offset(log_id, base + i): the offset takes the low bits
-            records.append(encode_stored_raw(
-                self.topic_bytes, body, props.encode(), queue_id=h.queue_id, flag=flag, queue_offset=base + i,
-                commitlog_offset=phys, sys_flag=self.sys_flag, born_timestamp=h.born_timestamp,
-                born_host=self.born_host, store_timestamp=store_ts, store_host=self.store_host,
-                reconsume_times=h.reconsume_times,
-            ))
-            keys.append((index_keys_of(self.topic, props), phys))
-        data = build_opaque_batch(b"".join(records), len(records), store_ts, store_ts)
+        parts = encode_stored_many(
+            self.topic_bytes, items, queue_id=h.queue_id, queue_offset=base, commitlog_offset=first,
+            sys_flag=self.sys_flag, born_timestamp=h.born_timestamp, born_host=self.born_host,
+            store_timestamp=store_ts, store_host=self.store_host, reconsume_times=h.reconsume_times,
+        )
+        data = build_opaque_batch(parts, len(items), store_ts, store_ts)
         if len(data) > qlog.config.batch_bytes_max:
             raise InvalidBatchError(f"stored batch of {len(data)} bytes exceeds {qlog.config.batch_bytes_max}")
         self.result, durable = qlog.start_append(data)  # assigns exactly the offsets used above
-        broker.key_index.add_many(keys, store_ts)
-        broker.key_index.mark(self.log_id, base + len(records))
+        keys: list[str] = []
+        offsets: list[int] = []
+        topic = self.topic
+        for i, (_body, _flag, props) in enumerate(items):
+            add_index_keys_of(topic, props, first + i, keys, offsets)
+        broker.key_index.add_many(keys, offsets, store_ts)
+        broker.key_index.mark(self.log_id, base + len(items))
         return base, durable
 
     def check_acknowledged(self) -> None:

@@ -390,15 +390,20 @@ def encode_properties(properties: Mapping[str, str]) -> str:
 
 def property_value(text: str, name: str) -> str | None:
     """``decode_properties(text).get(name)`` without decoding every property: one search for
-    the last pair that starts with ``name`` and the separator (the last one wins there too)."""
-    marker = f"{PROPERTY_SEPARATOR}{name}{NAME_VALUE_SEPARATOR}"
-    wire = PROPERTY_SEPARATOR + text
-    at = wire.rfind(marker)
-    if at < 0 or not name:
+    the last pair that starts with ``name`` and the separator (the last one wins there too),
+    else a look at the first pair."""
+    if not name:
         return None
-    start = at + len(marker)
-    end = wire.find(PROPERTY_SEPARATOR, start)
-    return wire[start:] if end < 0 else wire[start:end]
+    head = f"{name}{NAME_VALUE_SEPARATOR}"
+    at = text.rfind(PROPERTY_SEPARATOR + head)
+    if at >= 0:
+        start = at + 1 + len(head)
+    elif text.startswith(head):
+        start = len(head)
+    else:
+        return None
+    end = text.find(PROPERTY_SEPARATOR, start)
+    return text[start:] if end < 0 else text[start:end]
 
 
 def decode_properties(text: str) -> dict[str, str]:

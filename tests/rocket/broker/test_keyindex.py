@@ -68,3 +68,30 @@ def test_past_its_bound_the_oldest_half_is_forgotten() -> None:
         await store.close()
 
     asyncio.run(body())
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(4, 60), st.lists(st.integers(0, 45), min_size=1, max_size=12))
+def test_appends_across_chunks_keep_the_newest_half_past_the_bound(entries_max: int, sizes: list[int]) -> None:
+    """Entries live in chunks of entries_max // 2: one add_many may fill one and start the next,
+    and past the bound whole chunks go and the next is cut in front, leaving the newest half."""
+    async def body() -> None:
+        store, index = await open_index(SimIO())
+        index.entries_max = entries_max
+        added: list[str] = []
+        count = 0  # the model: past entries_max, the newest entries_max // 2 stay
+        for n in sizes:
+            keys = [f"T#k{len(added) + i}" for i in range(n)]
+            index.add_many(keys, [1000 + len(added) + i for i in range(n)], 7)
+            added += keys
+            count += n
+            if count > entries_max:
+                count = entries_max // 2
+        held = added[len(added) - count:]
+        assert len(index) == count
+        for i, key in enumerate(added):
+            assert index.lookup(key, 0, 10, 5) == ([1000 + i] if key in held else [])
+        await index.close()
+        await store.close()
+
+    asyncio.run(body())
