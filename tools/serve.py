@@ -42,6 +42,7 @@ def main(argv: list[str]) -> int:
     app.setup_logging(args.log_level)
     config = _broker_config(args)
     app.install_loop_policy()
+    app.tune_gc()
     asyncio.run(app.serve(config, args.namesrv_port, args.host))
     return 0
 
@@ -53,6 +54,7 @@ def namesrv_main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     app.setup_logging(args.log_level)
     app.install_loop_policy()
+    app.tune_gc()
     asyncio.run(app.run_namesrv(args.namesrv_port, args.host))
     return 0
 
@@ -67,5 +69,6 @@ def broker_main(argv: list[str]) -> int:
     app.setup_logging(args.log_level)
     config = _broker_config(args)
     app.install_loop_policy()
+    app.tune_gc()
     asyncio.run(app.run_broker(config, args.host))
     return 0

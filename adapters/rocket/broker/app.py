@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -32,6 +33,22 @@ def install_loop_policy() -> None:
     except ImportError:
         return
     asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+
+
+#: The young-generation GC threshold of a server process (CPython's default is 700). A request's
+#: objects (command, task, futures) live a few milliseconds, long enough for a collection every
+#: 700 allocations to promote many of them, and the old-generation collections that follow
+#: walk every object the broker holds: 3% of a SYNC_FLUSH broker's time and 15 ms pauses with
+#: 64 sync senders. At 20,000 the requests' objects die young and a run sees one collection
+#: (64 sync senders, 4 alternating pairs: broker 57-59 -> 54-56 us user CPU per message,
+#: 11.4-12.0k -> 11.8-12.3k msg/s).
+GC_YOUNG_THRESHOLD = 20_000
+
+
+def tune_gc() -> None:
+    """GC settings for a process this module runs (not for callers embedding ``serve``)."""
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
 
 
 def ready(**addrs: str) -> None:
