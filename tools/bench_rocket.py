@@ -5,7 +5,7 @@ own ``logstore serve`` subprocess (free ports, a data dir under ``--dir`` or a t
 client (adapters.rocket.client, asyncio on uvloop) from this process. Messages are 1 KiB.
 
     logstore bench rocket [SCENARIO] [--quick] [--json] [--dir DIR] [--backlog 1000000] [--seconds 5]
-                          [--only sync1,sync64,tx,batch,consume,e2e,delay,orderly]
+                          [--only sync1,sync1bp,sync64,tx,batch,consume,e2e,delay,orderly]
 
 Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latency):
 
@@ -13,7 +13,12 @@ Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latenc
   send's round trip. Baseline: a raw loop of ``os.write`` of 1 KiB + ``os.fdatasync`` on a file
   in the same directory, measured in the same run (ops/s and its latencies). Goal: tps ratio
   >= 0.5 (a round trip plus an fsync is the floor).
-* ``sync64``: the same broker, ``--senders`` (64) tasks each sending one at a time. Baseline:
+* ``sync1bp``: ``sync1`` with busy polling (remoting/busypoll.py) opted into on both sides, on
+  its own SYNC_FLUSH broker: ``busyPollMicros`` ``--busy-poll-us`` (200) in its broker.conf and
+  the producer's ``busy_poll_micros`` ``--client-busy-poll-us`` (1000): each polls its socket for
+  that long after writing instead of sleeping until the peer's write wakes it. Baseline: the raw
+  fsync loop, measured again in that run. Goal: tps ratio >= 0.5.
+* ``sync64``: the same broker as ``sync1``, ``--senders`` (64) tasks each sending one at a time. Baseline:
   the raw fsync loop again. Goal: >= 20,000 msg/s.
 * ``tx``: the SYNC_FLUSH broker, transactional sends on the commit path: ``TransactionProducer.
   send_message_in_transaction`` (half message, an async local transaction answering
@@ -83,6 +88,7 @@ from adapters.rocket.client import (
     TransactionListener,
     TransactionProducer,
 )
+from adapters.rocket.remoting.busypoll import WINDOW_US_MAX
 from adapters.rocket.testing import STOP_GRACE_S, ServeProcess
 from logstore import runtime
 from tools import benchkit
@@ -91,7 +97,7 @@ from tools.benchkit import Figure, Goal, Stats, cpu_seconds, note, workdir
 from tools.cli_support import parse_args
 
 MSG_BYTES = 1024
-SCENARIOS = ("sync1", "sync64", "tx", "batch", "consume", "e2e", "delay", "orderly")
+SCENARIOS = ("sync1", "sync1bp", "sync64", "tx", "batch", "consume", "e2e", "delay", "orderly")
 perf = time.perf_counter
 
 
@@ -116,9 +122,11 @@ class Reporter(benchkit.Reporter):
 class Server:
     """``logstore serve`` as a subprocess on free ports (its stderr is the bench's)."""
 
-    def __init__(self, root: Path, flush: str) -> None:
+    def __init__(self, root: Path, flush: str, busy_poll_us: int = 0, client_busy_poll_us: int = 0) -> None:
         self.root = root
         self.flush = flush
+        self.busy_poll_us = busy_poll_us  # the broker's busyPollMicros
+        self.client_busy_poll_us = client_busy_poll_us  # the clients' busy_poll_micros
         self.serve: ServeProcess | None = None
         self.namesrv = self.broker = ""
 
@@ -126,7 +134,7 @@ class Server:
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "broker.conf"
         conf.write_text(f"brokerName=bench-{self.flush.lower()}\nflushDiskType={self.flush}\n"
-                        "autoCreateTopicEnable=false\n")
+                        f"autoCreateTopicEnable=false\nbusyPollMicros={self.busy_poll_us}\n")
         self.serve = ServeProcess(self.root / "data", conf, stderr=None)
         self.serve.start()
         self.namesrv, self.broker = self.serve.namesrv, self.serve.broker
@@ -140,7 +148,8 @@ class Server:
         self.serve = None
 
     def client_config(self, label: str) -> ClientConfig:
-        return ClientConfig(namesrv_addr=self.namesrv, client_ip="127.0.0.1", instance_name=f"bench-{label}")
+        return ClientConfig(namesrv_addr=self.namesrv, client_ip="127.0.0.1", instance_name=f"bench-{label}",
+                            busy_poll_micros=self.client_busy_poll_us)
 
     async def create_topic(self, topic: str, queues: int) -> None:
         async with Admin(self.namesrv) as admin:
@@ -283,9 +292,11 @@ async def bench_sync(server: Server, rep: Reporter, args: argparse.Namespace, wo
             start = perf()
             n = await send_loop(producer, topic, start + args.seconds, payload, lat)
             tps = n / (perf() - start)
-            p = {**base, "senders": 1}
-            rep.emit(Figure("sync1.tps", tps, "msg/s", raw_ops, Goal("ratio", 0.5), p))
-            rep.latency("sync1", Stats(lat), raw_lat, p)
+            name = "sync1bp" if server.busy_poll_us or server.client_busy_poll_us else "sync1"
+            p = {**base, "senders": 1, "busyPollMicros": server.busy_poll_us,
+                 "client_busy_poll_micros": server.client_busy_poll_us}
+            rep.emit(Figure(f"{name}.tps", tps, "msg/s", raw_ops, Goal("ratio", 0.5), p))
+            rep.latency(name, Stats(lat), raw_lat, p)
         if "sync64" in args.only:
             lat = []
             start = perf()
@@ -596,6 +607,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--backlog", type=int, default=None, help="messages of the batch/consume scenarios (1000000)")
     p.add_argument("--seconds", type=float, default=None, help="duration of each sync scenario (5)")
     p.add_argument("--senders", type=int, default=64, help="concurrent sync senders (64)")
+    p.add_argument("--busy-poll-us", type=int, default=200, help="sync1bp: the broker's busyPollMicros (200)")
+    p.add_argument("--client-busy-poll-us", type=int, default=1000,
+                   help="sync1bp: the producer's busy_poll_micros (1000)")
     p.add_argument("--batch", type=int, default=256, help="messages per batch send (256)")
     p.add_argument("--batch-senders", type=int, default=4, help="concurrent batch senders (4)")
     p.add_argument("--queues", type=int, default=8, help="queues of the sync and batch topics (8)")
@@ -615,6 +629,12 @@ async def run_all(args: argparse.Namespace, rep: Reporter, work: Path) -> None:
         note("SYNC_FLUSH broker: sync1, sync64, tx")
         with running(Server(work / "bench-rocket-sync", "SYNC_FLUSH")) as server:
             await bench_sync(server, rep, args, work)
+    if "sync1bp" in args.only:
+        note(f"SYNC_FLUSH broker, busy polling ({args.busy_poll_us} us, client {args.client_busy_poll_us} us): sync1bp")
+        polling = argparse.Namespace(**{**vars(args), "only": {"sync1"}})
+        with running(Server(work / "bench-rocket-sync-bp", "SYNC_FLUSH", args.busy_poll_us,
+                            args.client_busy_poll_us)) as server:
+            await bench_sync(server, rep, polling, work)
     if {"batch", "consume", "e2e", "orderly"} & args.only:
         note("ASYNC_FLUSH broker: batch, consume, e2e, orderly")
         with running(Server(work / "bench-rocket-async", "ASYNC_FLUSH")) as server:
@@ -650,11 +670,15 @@ def main(argv: list[str] | None = None) -> int:
         print("logstore bench rocket: sizes, counts and durations must be positive "
               "(--pull-batch, --consume-batch and --orderly-batch at most 1024)", file=sys.stderr)
         return 2
+    if not (1 <= args.busy_poll_us <= WINDOW_US_MAX and 1 <= args.client_busy_poll_us <= WINDOW_US_MAX):
+        print(f"logstore bench rocket: --busy-poll-us and --client-busy-poll-us take 1..{WINDOW_US_MAX}",
+              file=sys.stderr)
+        return 2
     random.seed()
     rep = Reporter(args.json)
     with workdir(args.dir, "logstore-bench-rocket-") as base:
         work = Path(base)
-        for sub in ("bench-rocket-sync", "bench-rocket-async", "bench-rocket-delay"):
+        for sub in ("bench-rocket-sync", "bench-rocket-sync-bp", "bench-rocket-async", "bench-rocket-delay"):
             shutil.rmtree(work / sub, ignore_errors=True)  # each run starts from empty stores
         runtime.run(run_all(args, rep, work))
     return 0

@@ -335,3 +335,31 @@ async def test_client_answers_unknown_server_requests() -> None:
         server.register(CALL_BACK, ask)
         response = await client.invoke(server.address, RemotingCommand.request(CALL_BACK), 5.0)
     assert response.remark == str(int(ResponseCode.REQUEST_CODE_NOT_SUPPORTED))
+
+
+async def test_busy_polling_runs_for_its_window_after_each_write_then_stops() -> None:
+    """With a window the server and the client keep their loops polling after they write (the
+    requests and answers still match); past the window the polling stops; window 0 never polls."""
+    async with running_server(busy_poll_us=3000) as server, RemotingClient(busy_poll_us=3000) as client:
+        for i in range(5):
+            resp = await client.invoke(server.address, RemotingCommand.request(ECHO, {"i": i}), 2.0)
+            assert resp.ext_fields == {"i": str(i)}
+        assert server.busy_poll.turns > 0 and client.busy_poll.turns > 0
+        await asyncio.sleep(0.02)  # well past the window
+        settled = (server.busy_poll.turns, client.busy_poll.turns)
+        await asyncio.sleep(0.02)
+        assert (server.busy_poll.turns, client.busy_poll.turns) == settled
+        before = server.busy_poll.turns
+        await client.invoke(server.address, RemotingCommand.request(ECHO), 2.0)
+        await asyncio.sleep(0)
+        assert server.busy_poll.turns > before  # a new write starts a new window
+    async with running_server() as server, RemotingClient() as client:
+        await client.invoke(server.address, RemotingCommand.request(ECHO), 2.0)
+        await asyncio.sleep(0.01)
+        assert server.busy_poll.turns == 0 and client.busy_poll.turns == 0 and not server.busy_poll.enabled
+
+
+@pytest.mark.parametrize("window", [-1, 10_001])
+def test_busy_poll_window_out_of_range_is_refused(window: int) -> None:
+    with pytest.raises(ValueError, match="busy poll window"):
+        RemotingServer("127.0.0.1", 0, busy_poll_us=window)

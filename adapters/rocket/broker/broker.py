@@ -100,7 +100,7 @@ class Broker:
         apply_saved_role(config, JsonFile(store.io, store.root, ROLE_FILE))
         if store.report.bytes_cut:
             log.warning("store recovered after an unclean stop: %d bytes cut", store.report.bytes_cut)
-        server = RemotingServer(host, config.listen_port, name="broker")
+        server = RemotingServer(host, config.listen_port, name="broker", busy_poll_us=config.busy_poll_micros)
         return cls(config, store, server)
 
     async def start(self) -> None:

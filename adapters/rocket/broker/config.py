@@ -13,6 +13,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from adapters.rocket.remoting.busypoll import WINDOW_US_MAX
 from logstore import FLUSH_ASYNC, FLUSH_SYNC
 
 from .delay import DEFAULT_DELAY_LEVELS, parse_delay_levels
@@ -68,6 +69,10 @@ class BrokerConfig:
     access_message_in_memory_max_ratio: int = 40  # % of RAM a consumer may lag before "slow"
     slave_sync_interval: int = 10_000  # ms between a slave's metadata syncs (RocketMQ: 10 s)
     ha_lag_time_max_ms: int = 30_000  # a slave this far behind is out of sync (Kafka's replica.lag.time.max.ms)
+    # Not a RocketMQ key: poll the sockets this long after answering instead of sleeping until
+    # the next request wakes the loop (remoting/busypoll.py). Lower latency for one-at-a-time
+    # senders, paid in CPU (at most this much per answer). 0 turns it off.
+    busy_poll_micros: int = 0
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -111,6 +116,8 @@ class BrokerConfig:
         if self.timer_max_delay_sec < 1 or self.timer_pending_max < 1:
             raise ValueError("timerMaxDelaySec and timerPendingMax must be positive")
         self._validate_role()
+        if not 0 <= self.busy_poll_micros <= WINDOW_US_MAX:
+            raise ValueError(f"busyPollMicros must be between 0 and {WINDOW_US_MAX}")
         if self.transaction_check_interval < 1 or self.transaction_time_out < 0 or self.transaction_check_max < 0:
             raise ValueError("transactionCheckInterval must be positive; transactionTimeOut and "
                              "transactionCheckMax must not be negative")

@@ -41,6 +41,10 @@ class ClientConfig:
     # (a broker's NOTIFY_CONSUMER_IDS_CHANGED rebalances at once anyway).
     rebalance_interval_ms: int = 20_000
     request_timeout_ms: int = 3_000  # admin-style requests (offsets, routes, heartbeats)
+    # Poll the sockets this long after sending a request instead of sleeping until the answer
+    # wakes the loop (remoting/busypoll.py): lower latency for one-at-a-time sync sends, paid
+    # in CPU. 0 (the default) turns it off.
+    busy_poll_micros: int = 0
     unit_name: str | None = None
 
     @property

@@ -73,7 +73,7 @@ class MQClientInstance:
     def __init__(self, config: ClientConfig) -> None:
         self.config = config
         self.client_id = config.client_id
-        self.remoting = RemotingClient()
+        self.remoting = RemotingClient(busy_poll_us=config.busy_poll_micros)
         self.api = MQClientAPI(
             self.remoting, config.namesrv_addrs(), config.request_timeout_ms / 1000
         )

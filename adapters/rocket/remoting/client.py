@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from .busypoll import BusyPoll
 from .codes import ResponseCode
 from .command import FRAME_BYTES_MAX, RemotingCommand
 from .connection import PENDING_REQUESTS_MAX, Connection, Handler, OpaqueCounter
@@ -37,8 +38,10 @@ class RemotingClient:
         frame_bytes_max: int = FRAME_BYTES_MAX,
         pending_requests_max: int = PENDING_REQUESTS_MAX,
         connect_timeout_s: float = CONNECT_TIMEOUT_S,
+        busy_poll_us: int = 0,
     ) -> None:
         self.frame_bytes_max = frame_bytes_max
+        self.busy_poll = BusyPoll(busy_poll_us)  # after writing requests (see busypoll.py)
         self.pending_requests_max = pending_requests_max
         self.connect_timeout_s = connect_timeout_s
         self._handlers: dict[int, Handler] = {}
@@ -96,6 +99,7 @@ class RemotingClient:
             next_opaque=self._next_opaque,
             frame_bytes_max=self.frame_bytes_max,
             pending_requests_max=self.pending_requests_max,
+            busy_poll=self.busy_poll,
         )
         conn.add_close_listener(lambda c: self._forget(addr, c))
         self._connections[addr] = conn

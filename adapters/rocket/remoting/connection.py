@@ -17,6 +17,7 @@ import itertools
 import logging
 from collections.abc import Awaitable, Callable
 
+from .busypoll import BusyPoll
 from .codes import FLAG_ONEWAY, FLAG_RESPONSE, ResponseCode, SerializeType
 from .command import (
     FRAME_BYTES_MAX,
@@ -70,8 +71,10 @@ class Connection:
         next_opaque: Callable[[], int],
         frame_bytes_max: int = FRAME_BYTES_MAX,
         pending_requests_max: int = PENDING_REQUESTS_MAX,
+        busy_poll: BusyPoll | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
+        self._busy_poll = busy_poll if busy_poll is not None and busy_poll.enabled else None
         self._reader = reader
         self._writer = writer
         self._dispatch = dispatch
@@ -240,6 +243,9 @@ class Connection:
             self._writer.write(out[0] if len(out) == 1 else b"".join(out))
         except OSError as exc:
             self.close(f"write failed: {exc}")
+            return
+        if self._busy_poll is not None:
+            self._busy_poll.kick(self._loop)  # the answer to this write is due soon
 
     async def send(self, cmd: RemotingCommand) -> None:
         """Write one command; wait while the transport's buffer is over its high-water mark."""

@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
+from .busypoll import BusyPoll
 from .codes import ResponseCode
 from .command import FRAME_BYTES_MAX, RemotingCommand
 from .connection import PENDING_REQUESTS_MAX, Connection, Handler, OpaqueCounter
@@ -31,8 +32,10 @@ class RemotingServer:
         pending_requests_max: int = PENDING_REQUESTS_MAX,
         connections_max: int = CONNECTIONS_MAX,
         name: str = "remoting",
+        busy_poll_us: int = 0,
     ) -> None:
         self.host = host
+        self.busy_poll = BusyPoll(busy_poll_us)  # after writing answers (see busypoll.py)
         self._requested_port = port
         self.frame_bytes_max = frame_bytes_max
         self.pending_requests_max = pending_requests_max
@@ -123,6 +126,7 @@ class RemotingServer:
             next_opaque=self._next_opaque,
             frame_bytes_max=self.frame_bytes_max,
             pending_requests_max=self.pending_requests_max,
+            busy_poll=self.busy_poll,
         )
         self._connections.add(conn)
         conn.add_close_listener(self._on_close)

@@ -29,6 +29,8 @@ from logstore.io import RealIO
     ({"brokerRole": "SLAVE", "brokerId": "1", "haMasterAddress": "nohost"}, "haMasterAddress"),
     ({"accessMessageInMemoryMaxRatio": "101"}, "accessMessageInMemoryMaxRatio"),
     ({"slaveReadEnable": "yes"}, "slaveReadEnable must be true or false"),
+    ({"busyPollMicros": "-1"}, "busyPollMicros must be between 0 and 10000"),
+    ({"busyPollMicros": "10001"}, "busyPollMicros must be between 0 and 10000"),
 ])
 def test_bad_group_configs_are_refused(keys: dict[str, str], error: str) -> None:
     with pytest.raises(ValueError, match=error):
