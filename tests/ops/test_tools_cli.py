@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from tools_support import build_store, run_tool
 
-from tools import cli
+from adapters.rocket.broker import app
+from tools import cli, serve
 
 
 def fake_main(argv: list[str]) -> int:
@@ -63,3 +67,21 @@ def test_import_errors_inside_a_module_are_not_hidden(monkeypatch: pytest.Monkey
 def test_a_subcommand_that_exits_gives_its_status(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(cli.COMMANDS, "dump", cli.Command("dump", "tools.dump:main"))
     assert cli.main(["dump", "--no-such-flag"]) == 2
+
+
+@pytest.mark.parametrize(("main", "argv"), [("main", []), ("namesrv_main", []), ("broker_main", [])])
+def test_server_processes_tune_the_gc_before_they_start(
+        monkeypatch: pytest.MonkeyPatch, main: str, argv: list[str]) -> None:
+    """logstore serve / namesrv / broker set the young-generation GC threshold (app.tune_gc)
+    before their loop runs; the process's threshold is what tune_gc says."""
+    calls: list[str] = []
+    monkeypatch.setattr(app, "tune_gc", lambda: calls.append("gc"))
+    monkeypatch.setattr(app, "install_loop_policy", lambda: None)
+    monkeypatch.setattr(serve.asyncio, "run", lambda coro: (calls.append("run"), coro.close()))
+    assert getattr(serve, main)(argv) == 0
+    assert calls == ["gc", "run"]
+    out = subprocess.run(
+        [sys.executable, "-c", "import gc; from adapters.rocket.broker import app; app.tune_gc(); "
+                               "print(gc.get_threshold()[0])"],
+        capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parents[2])
+    assert int(out.stdout) == app.GC_YOUNG_THRESHOLD != gc.get_threshold()[0]
