@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.rocket.broker.keyindex import index_keys, index_keys_of
+from adapters.rocket.broker.keyindex import add_index_keys_of, index_keys
 from adapters.rocket.remoting import (
     FLAG_ONEWAY,
     FLAG_RESPONSE,
@@ -282,4 +282,8 @@ def test_property_value_is_what_decoding_gives(text: str, name: str) -> None:
 @given(text=_PROP_TEXT)
 @settings(max_examples=300)
 def test_index_keys_of_the_encoded_properties_match_the_decoded(text: str) -> None:
-    assert index_keys_of("T", text) == index_keys("T", decode_properties(text))
+    keys: list[str] = []
+    offsets: list[int] = []
+    add_index_keys_of("T", text, 7, keys, offsets)
+    assert keys == index_keys("T", decode_properties(text))
+    assert offsets == [7] * len(keys)

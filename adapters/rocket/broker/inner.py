@@ -108,8 +108,12 @@ async def append_inner(broker: Broker, topic: str, queue_id: int, msgs: list[Inn
                 records, keys = records[:n], keys[:n]
                 break
         data = build_opaque_batch(b"".join(records), len(records), store_ts, store_ts)
+        flat: list[str] = []
+        offsets: list[int] = []
         for k, phys in keys:
-            broker.key_index.add(k, phys, store_ts)
+            flat += k
+            offsets += [phys] * len(k)
+        broker.key_index.add_many(flat, offsets, store_ts)  # one call for the batch's keys
         broker.key_index.mark(log_id, base + len(records))
         # No await between reading assigned_offset and append's synchronous prefix.
         await qlog.append(data)

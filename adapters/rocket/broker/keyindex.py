@@ -58,17 +58,10 @@ CHUNK_ENTRIES = 1 << 16
 _HASH = struct.Struct("=q")
 
 
-def index_keys_of(topic: str, properties: str) -> list[str]:
-    """:func:`index_keys` of a message's encoded properties (the send path's: one search per
-    key property instead of decoding every property)."""
-    keys: list[str] = []
-    add_index_keys_of(topic, properties, 0, keys, [])
-    return keys
-
-
 def add_index_keys_of(topic: str, properties: str, phys: int, keys: list[str], offsets: list[int]) -> None:
-    """Append :func:`index_keys_of` to ``keys`` and ``phys`` as many times to ``offsets`` (the
-    parallel lists :meth:`KeyIndex.add_many` takes)."""
+    """Append :func:`index_keys` of a message's encoded properties to ``keys`` and ``phys`` as
+    many times to ``offsets`` (the parallel lists :meth:`KeyIndex.add_many` takes). The send
+    path's: one search per key property instead of decoding every property."""
     _add_keys(topic, property_value(properties, PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX),
               property_value(properties, PROPERTY_KEYS), phys, keys, offsets)
 

@@ -31,13 +31,7 @@ from adapters.rocket.message import (
     encode_host,
     encode_stored_many,
 )
-from adapters.rocket.remoting import (
-    FLAG_RESPONSE,
-    Connection,
-    LanguageCode,
-    RemotingCommand,
-    ResponseCode,
-)
+from adapters.rocket.remoting import Connection, RemotingCommand, ResponseCode
 from adapters.rocket.remoting.command import property_value
 from logstore import AppendResult, Log, LogFailedError
 from logstore.batch import build_opaque_batch
@@ -275,12 +269,10 @@ class SendProcessor:
             msg_ids = f"{prefix}{first & _U64:016X}"
         else:
             msg_ids = ",".join([f"{prefix}{(first + i) & _U64:016X}" for i in range(n)])
-        return RemotingCommand(  # cmd.make_response, with fields that are strings already
-            code=code, language=LanguageCode.JAVA, opaque=cmd.opaque, flag=FLAG_RESPONSE, remark=remark,
-            ext_fields={"msgId": msg_ids, "queueId": str(header.queue_id), "queueOffset": str(base),
-                        "MSG_REGION": "DefaultRegion", "TRACE_ON": "true"},
-            serialize_type=cmd.serialize_type,
-        )
+        return cmd.string_response(code, remark, {
+            "msgId": msg_ids, "queueId": str(header.queue_id), "queueOffset": str(base),
+            "MSG_REGION": "DefaultRegion", "TRACE_ON": "true",
+        })
 
     def _born_host(self, remote_addr: str) -> tuple[bytes, int]:
         """(packed born host, sys flag host bits) of a connection's peer, cached by address."""

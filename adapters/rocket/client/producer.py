@@ -30,15 +30,7 @@ from ..message import (
     Message,
     encode_batch_body,
 )
-from ..remoting import (
-    FLAG_ONEWAY,
-    LanguageCode,
-    RemotingCommand,
-    RemotingError,
-    RequestCode,
-    ResponseCode,
-    encode_properties,
-)
+from ..remoting import RemotingCommand, RemotingError, RequestCode, ResponseCode, encode_properties
 from ._msgutil import COMPRESSION_ZLIB, check_message, compress_body
 from .common import DEFAULT_TOPIC, RETRY_GROUP_TOPIC_PREFIX, MessageQueue, SendResult, SendStatus
 from .config import ClientConfig
@@ -191,8 +183,7 @@ class Producer(ClientLifecycle):
             "n": mq.broker_name,
         }
         code = RequestCode.SEND_BATCH_MESSAGE if batch else RequestCode.SEND_MESSAGE_V2
-        return RemotingCommand(code=code, language=LanguageCode.PYTHON, flag=FLAG_ONEWAY if oneway else 0,
-                               ext_fields=header, body=body)
+        return RemotingCommand.string_request(code, header, body, oneway=oneway)
 
     # -- the send kernel --------------------------------------------------------------------
 

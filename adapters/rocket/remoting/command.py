@@ -51,6 +51,11 @@ _LANGUAGE_NAMES: dict[int, str] = {int(v): k for k, v in LanguageCode.__members_
 _OPAQUE_IN_JSON = re.compile(rb'"opaque"\s*:\s*"?(-?\d{1,11})"?')
 
 
+def _java_fields(ext_fields: Mapping[str, object] | None) -> dict[str, str]:
+    """Header fields as Java sends them: values as strings, None left out."""
+    return {k: v if type(v) is str else java_str(v) for k, v in ext_fields.items() if v is not None} if ext_fields else {}
+
+
 @dataclass(slots=True)
 class RemotingCommand:
     code: int
@@ -75,7 +80,22 @@ class RemotingCommand:
         serialize_type: SerializeType = SerializeType.JSON,
     ) -> RemotingCommand:
         """A request; ``ext_fields`` values are turned into strings as Java does."""
-        fields = {k: v if type(v) is str else java_str(v) for k, v in ext_fields.items() if v is not None} if ext_fields else {}
+        return cls.string_request(code, _java_fields(ext_fields), body, oneway=oneway, language=language,
+                                  serialize_type=serialize_type)
+
+    @classmethod
+    def string_request(
+        cls,
+        code: int,
+        fields: dict[str, str],
+        body: bytes = b"",
+        *,
+        oneway: bool = False,
+        language: LanguageCode = LanguageCode.PYTHON,
+        serialize_type: SerializeType = SerializeType.JSON,
+    ) -> RemotingCommand:
+        """:meth:`request` with fields that are strings already, taken as they are (the
+        producer's send path builds them so, once per message)."""
         return cls(
             code=code,
             language=language,
@@ -101,7 +121,11 @@ class RemotingCommand:
         body: bytes = b"",
     ) -> RemotingCommand:
         """The answer to this request: same opaque, same header encoding, response flag set."""
-        fields = {k: v if type(v) is str else java_str(v) for k, v in ext_fields.items() if v is not None} if ext_fields else {}
+        return self.string_response(code, remark, _java_fields(ext_fields), body)
+
+    def string_response(self, code: int, remark: str | None, fields: dict[str, str], body: bytes = b"") -> RemotingCommand:
+        """:meth:`make_response` with fields that are strings already, taken as they are (the
+        send path's answer, once per message)."""
         return RemotingCommand(
             code=code,
             language=LanguageCode.JAVA,
