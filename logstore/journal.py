@@ -225,6 +225,11 @@ class JournalWriter:
         assert self.file is not None
         self.file.fdatasync()
 
+    def fileno(self) -> int:
+        """The current file's OS descriptor (for an fsync submitted elsewhere, uring.py)."""
+        assert self.file is not None
+        return self.file.fileno()
+
     def rotate(self, spares: list[int]) -> int:
         """Start the next file, renaming the oldest of ``spares`` (retired sequences) or the
         prepared file into place, or else creating and preallocating one; its directory entry

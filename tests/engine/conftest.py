@@ -35,6 +35,8 @@ class Env:
                 t.cancel()
             store._lock.release()
             store._executor.shutdown(wait=False)
+            if store._ring is not None:  # a dead process's descriptors close with it
+                store._ring.close()
         if isinstance(self.io, SimIO):
             self.io.crash(chooser)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from conftest import SMALL, SMALL_SYNC, Env, batch, rec, run
 
-from logstore import LogConfig, Record, SimClock, SimIO, Store, StoreConfig, build_batch
+from logstore import LogConfig, RealIO, Record, SimClock, SimIO, Store, StoreConfig, build_batch
 from logstore import checkpoint as ckpt
 from logstore import journal as jn
 from logstore.errors import CorruptLogError, LogFailedError, LogstoreError
@@ -83,11 +83,12 @@ def test_lone_sync_appends_survive_power_loss(env: Env, inline_max: int | None) 
 
 
 def test_rounds_leave_the_loop_while_fsyncs_are_slow(env: Env) -> None:
-    """A round fsyncs on the loop's thread while the last journal fsync was fast; after a slow
-    one the next round goes to a journal thread (the loop keeps serving meanwhile), and once
-    an fsync is fast again rounds come back inline. Every ack is durable either way."""
+    """Without an io_uring: a round fsyncs on the loop's thread while the last journal fsync
+    was fast; after a slow one the next round goes to a journal thread (the loop keeps serving
+    meanwhile), and once an fsync is fast again rounds come back inline. Every ack is durable
+    either way."""
     async def body() -> None:
-        store = await env.open(inline_fsync_ms_max=1000.0)
+        store = await env.open(inline_fsync_ms_max=1000.0, fsync_ring=False)
         log = await store.create_log("q", SMALL_SYNC)
         await asyncio.gather(*(log.append(batch(i)) for i in range(8)))
         assert store.rounds >= 1 and store.inline_rounds == store.rounds
@@ -104,6 +105,45 @@ def test_rounds_leave_the_loop_while_fsyncs_are_slow(env: Env) -> None:
         await store.close()
 
     run(body)
+
+
+def test_rounds_of_many_fsync_through_the_ring(tmp_path: Path) -> None:
+    """On real IO, a round of ring_round_appends_min appends or more writes the journal on
+    the loop's thread and fsyncs it through the io_uring; smaller rounds still fsync inline; a
+    slow fsync sends even lone appends to the ring (not to the journal threads). Every ack is
+    durable, in order."""
+    env = Env(RealIO(), str(tmp_path / "store"), SimClock(), "real")
+
+    async def body() -> None:
+        store = await env.open(inline_fsync_ms_max=1000.0, ring_round_appends_min=5)
+        assert store._ring is not None, "io_uring is available on this machine kind"
+        log = await store.create_log("q", SMALL_SYNC)
+        await asyncio.gather(*(log.append(batch(i)) for i in range(5)))
+        assert (store.rounds, store.ring_rounds, store.inline_rounds) == (1, 1, 0)
+        await asyncio.gather(*(log.append(batch(i)) for i in range(5, 9)))
+        assert (store.rounds, store.ring_rounds, store.inline_rounds) == (2, 1, 1)
+        store.last_fsync_s = 2.0  # as if the disk had just taken 2 s over an fsync
+        await log.append(batch(9))
+        assert (store.ring_rounds, store.inline_rounds) == (2, 1)
+        assert store.last_fsync_s < 1.0  # timed by the ring's completion
+        results = await asyncio.gather(*(log.append(batch(i)) for i in range(10, 40)))
+        assert [r.base_offset for r in results] == list(range(10, 40))
+        assert store._ring.pending == 0
+        env.crash(store, drop_all)
+        store = await env.open()
+        values: list[bytes] = []
+        while len(values) < 40 and (got := store.log("q").read_records(len(values))):
+            values += [r.value for r in got]  # a read stops at a segment's end
+        assert values == [rec(i).value for i in range(40)]
+        await store.close()
+
+    run(body)
+
+
+@pytest.mark.parametrize("field", ["rounds_in_flight_max", "ring_rounds_in_flight_max", "ring_round_appends_min"])
+def test_round_limits_below_one_are_refused(field: str) -> None:
+    with pytest.raises(ValueError, match=field):
+        StoreConfig(**{field: 0})
 
 
 def test_async_acks_survive_after_flush_only(env: Env) -> None:

@@ -1,0 +1,105 @@
+"""The io_uring fdatasync (logstore/uring.py), against the real kernel and real files."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+from pathlib import Path
+
+import pytest
+from conftest import run
+
+from logstore.uring import ENTRIES_MAX, FsyncRing, RingFullError
+
+
+def _ring(entries: int = 8) -> FsyncRing:
+    ring = FsyncRing.open(entries)
+    assert ring is not None, "io_uring is available on this machine kind"
+    return ring
+
+
+def _file(path: Path) -> int:
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    os.pwrite(fd, b"x" * 4096, 0)
+    return fd
+
+
+def test_fdatasync_completes_on_the_loop(tmp_path: Path) -> None:
+    async def body() -> None:
+        ring = _ring()
+        fds = [_file(tmp_path / f"f{i}") for i in range(8)]
+        try:
+            assert await ring.fdatasync(fds[0]) is None
+            assert ring.pending == 0 and ring.submitted == 1
+            assert ring.last_fsync_s > 0
+            # As many at once as the ring has entries, each resolved once.
+            results = await asyncio.gather(*(ring.fdatasync(fd) for fd in fds))
+            assert results == [None] * 8 and ring.pending == 0 and ring.submitted == 9
+        finally:
+            ring.close()
+            for fd in fds:
+                os.close(fd)
+
+    run(body)
+
+
+def test_a_failed_fdatasync_raises_its_errno_and_the_ring_goes_on(tmp_path: Path) -> None:
+    async def body() -> None:
+        ring = _ring()
+        fd = _file(tmp_path / "f")
+        bad = os.dup(fd)
+        os.close(bad)  # a descriptor number nothing holds
+        try:
+            with pytest.raises(OSError) as info:
+                await ring.fdatasync(bad)
+            assert info.value.errno == errno.EBADF
+            assert ring.pending == 0
+            await ring.fdatasync(fd)  # still usable
+        finally:
+            ring.close()
+            os.close(fd)
+
+    run(body)
+
+
+def test_pending_fsyncs_are_bounded_by_the_entries(tmp_path: Path) -> None:
+    async def body() -> None:
+        ring = _ring(2)
+        fd = _file(tmp_path / "f")
+        try:
+            first = [ring.fdatasync(fd) for _ in range(ring.entries)]
+            with pytest.raises(RingFullError):
+                ring.fdatasync(fd)
+            assert ring.pending == ring.entries
+            await asyncio.gather(*first)
+            await ring.fdatasync(fd)  # room again
+        finally:
+            ring.close()
+            os.close(fd)
+
+    run(body)
+
+
+def test_close_fails_what_is_pending_and_refuses_more(tmp_path: Path) -> None:
+    async def body() -> None:
+        ring = _ring()
+        fd = _file(tmp_path / "f")
+        try:
+            pending = ring.fdatasync(fd)
+            ring.close()
+            with pytest.raises(OSError, match="closed"):
+                await pending
+            with pytest.raises(OSError, match="closed"):
+                ring.fdatasync(fd)
+            ring.close()  # twice is harmless
+        finally:
+            os.close(fd)
+
+    run(body)
+
+
+@pytest.mark.parametrize("entries", [0, ENTRIES_MAX + 1])
+def test_entries_out_of_range_are_refused(entries: int) -> None:
+    with pytest.raises(ValueError, match="entries"):
+        FsyncRing.open(entries)
