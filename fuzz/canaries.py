@@ -6,12 +6,15 @@ Each canary is a runtime monkeypatch of the engine, undone on exit; no engine fi
   new journal file or segment can vanish in a crash (ALICE; RELIABILITY.md class 2).
 - ``ack-before-fsync``: the group-commit round acknowledges without fdatasyncing the journal
   (class 4).
+- ``ack-before-queued-fsync``: the same for rounds whose fsync goes to the asynchronous queue
+  (an io_uring on real IO): they count as synced at submission (class 4).
 - ``trust-torn-tail``: recovery does not cut a torn tail: it keeps the bytes and serves from
   them (class 1).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -81,6 +84,18 @@ def ack_before_fsync() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def ack_before_queued_fsync() -> Iterator[None]:
+    with _patched(jn.JournalWriter, "fdatasync_on", lambda _original: _synced_at_once):
+        yield
+
+
+def _synced_at_once(journal: Any, queue: Any) -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
+@contextlib.contextmanager
 def trust_torn_tail() -> Iterator[None]:
     in_recovery = [False]
 
@@ -106,6 +121,7 @@ def trust_torn_tail() -> Iterator[None]:
 CANARIES: dict[str, Callable[[], contextlib.AbstractContextManager[None]]] = {
     "skip-dir-fsync": skip_dir_fsync,
     "ack-before-fsync": ack_before_fsync,
+    "ack-before-queued-fsync": ack_before_queued_fsync,
     "trust-torn-tail": trust_torn_tail,
 }
 

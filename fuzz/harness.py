@@ -24,12 +24,15 @@ from logstore.config import LogConfig
 from logstore.errors import LogFailedError, LogstoreError, OffsetOutOfRangeError
 from logstore.log import Log
 from logstore.simio import FateChooser, SimClock
-from logstore.store import Store
+from logstore.store import Store, StoreConfig
 
 T = TypeVar("T")
 ROOT = "/store"
 OP_TIMEOUT_S = 10.0  # SimIO never blocks: an op this slow is a hang (a dead flusher task)
 ALLOWED_ERRORS = (LogstoreError, OSError)
+# Rounds of two appends or more (append_many) fsync through the simulated asynchronous queue,
+# the path an io_uring takes on real IO; lone appends fsync inline.
+STORE_CONFIG = StoreConfig(ring_round_appends_min=2)
 TRACE_LINES = 25  # operations a violation message shows
 
 
@@ -178,7 +181,7 @@ class Harness:
         return Violation(f"seed {self.seed}: {message}\n  last operations:\n  {tail}")
 
     async def open(self) -> Store:
-        self.store = await Store.open(ROOT, io=self.io, clock=self.clock)
+        self.store = await Store.open(ROOT, io=self.io, clock=self.clock, config=STORE_CONFIG)
         quiet(self.store)
         return self.store
 
@@ -478,7 +481,7 @@ class Harness:
         self.stats.states.add(digest)
         self.stats.checks += 1
         try:
-            store = await Store.open(ROOT, io=io, clock=SimClock(self.clock.ms))
+            store = await Store.open(ROOT, io=io, clock=SimClock(self.clock.ms), config=STORE_CONFIG)
         except Exception as exc:
             raise self.fail(f"{where}: Store.open raised {exc!r}") from exc
         quiet(store)
@@ -490,7 +493,7 @@ class Harness:
             self.stats.checks += 1
             self.stats.states.add(image_hash(disk_files(twin, ROOT)))
             try:
-                again = await Store.open(ROOT, io=twin, clock=SimClock(self.clock.ms))
+                again = await Store.open(ROOT, io=twin, clock=SimClock(self.clock.ms), config=STORE_CONFIG)
             except Exception as exc:
                 raise self.fail(f"{where}: crash right after recovery, then Store.open raised {exc!r}") from exc
             quiet(again)

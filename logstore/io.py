@@ -8,10 +8,13 @@ fuzzer can run the real engine code over simulated disks.
 The interface is synchronous. Writes go to the page cache and are cheap enough to run on the
 event loop; ``IO.fsync_blocks`` tells the caller whether fsync may block for long (then the
 flusher runs it in a worker thread) or completes at once (the simulation: deterministic).
+``IO.open_fsync_queue`` offers fsyncs that complete later on the event loop (an io_uring on
+Linux, ``uring.py``; a queue the loop drains in the simulation), or None.
 """
 
 from __future__ import annotations
 
+import asyncio
 import errno
 import fcntl
 import os
@@ -66,6 +69,23 @@ class Lock(Protocol):
     def release(self) -> None: ...
 
 
+class FsyncQueue(Protocol):
+    """fdatasyncs that complete later, on the event loop that submitted them."""
+
+    entries: int  # at most this many pending
+    last_fsync_s: float  # submission to completion seen, of the latest one
+
+    @property
+    def pending(self) -> int: ...
+
+    def fdatasync(self, file: File) -> asyncio.Future[None]:
+        """Start an fdatasync of ``file``; the future fails with OSError when it does. Raises
+        OSError when it cannot be submitted (nothing is then pending)."""
+
+    def close(self) -> None:
+        """Release it; what is still pending fails."""
+
+
 class IO(ABC):
     """Files, directories and durability. Paths are plain strings."""
 
@@ -107,6 +127,10 @@ class IO(ABC):
     @abstractmethod
     def lock(self, path: str) -> Lock:
         """Take an exclusive lock named by ``path`` or raise ``BlockingIOError``."""
+
+    def open_fsync_queue(self, entries: int) -> FsyncQueue | None:
+        """Asynchronous fdatasyncs for up to ``entries`` at once, or None when there are none."""
+        return None
 
     def sendfile(self, out_fd: int, file: File, offset: int, count: int) -> int:
         """Send ``count`` bytes of ``file`` from ``offset`` to a socket; returns bytes sent."""
@@ -200,6 +224,11 @@ class RealIO(IO):
     """The operating system's file API."""
 
     fsync_blocks = True
+
+    def open_fsync_queue(self, entries: int) -> FsyncQueue | None:
+        from logstore.uring import FsyncRing  # only a store that uses one loads ctypes
+
+        return FsyncRing.open(entries)
 
     def open(self, path: str, *, create: bool = False, readonly: bool = False) -> File:
         flags = (os.O_RDONLY if readonly else os.O_RDWR) | os.O_CLOEXEC | (os.O_CREAT if create else 0)

@@ -42,6 +42,7 @@ file it is corruption.
 
 from __future__ import annotations
 
+import asyncio
 import posixpath
 import struct
 import threading
@@ -52,7 +53,7 @@ import crc32c
 
 from logstore import batch as rb
 from logstore.errors import InvalidBatchError
-from logstore.io import IO, Buffer, File
+from logstore.io import IO, Buffer, File, FsyncQueue
 
 DIRNAME = "journal"
 SUFFIX = ".wal"
@@ -225,10 +226,10 @@ class JournalWriter:
         assert self.file is not None
         self.file.fdatasync()
 
-    def fileno(self) -> int:
-        """The current file's OS descriptor (for an fsync submitted elsewhere, uring.py)."""
+    def fdatasync_on(self, queue: FsyncQueue) -> asyncio.Future[None]:
+        """:meth:`fdatasync` through an asynchronous queue (``IO.open_fsync_queue``)."""
         assert self.file is not None
-        return self.file.fileno()
+        return queue.fdatasync(self.file)
 
     def rotate(self, spares: list[int]) -> int:
         """Start the next file, renaming the oldest of ``spares`` (retired sequences) or the

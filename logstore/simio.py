@@ -18,6 +18,7 @@ or for every later call; :meth:`SimIO.fail_fsync` makes fsyncs fail.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import enum
 import errno
@@ -188,10 +189,58 @@ def _garbage(op: _Write, rng: random.Random) -> bytes:
     return bytes(data)
 
 
+class SimFsyncQueue:
+    """The simulation's asynchronous fdatasync (``IO.open_fsync_queue``): each one runs when the
+    event loop next gets to it, so the store's code for a kernel-side fsync (io_uring on real
+    IO) runs here too, and a crash before that turn finds the data unsynced."""
+
+    def __init__(self, entries: int) -> None:
+        self.entries = entries
+        self.last_fsync_s = 0.0
+        self._pending: set[asyncio.Future[None]] = set()
+        self._closed = False
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def fdatasync(self, file: File) -> asyncio.Future[None]:
+        if self._closed:
+            raise OSError("the fsync queue is closed")
+        if len(self._pending) >= self.entries:
+            raise RuntimeError(f"{len(self._pending)} fsyncs already pending on a queue of {self.entries}")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._pending.add(future)
+        loop.call_soon(self._complete, file, future)
+        return future
+
+    def _complete(self, file: File, future: asyncio.Future[None]) -> None:
+        if future not in self._pending:
+            return  # closed meanwhile
+        self._pending.discard(future)
+        try:
+            file.fdatasync()
+        except OSError as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
+
+    def close(self) -> None:
+        self._closed = True
+        for future in self._pending:
+            if not future.done():
+                future.set_exception(OSError("the fsync queue was closed before the fsync ran"))
+        self._pending.clear()
+
+
 class SimIO(IO):
     """In-memory files and directories with the crash model above."""
 
     fsync_blocks = False
+
+    def open_fsync_queue(self, entries: int) -> SimFsyncQueue:
+        return SimFsyncQueue(entries)
 
     def __init__(self, seed: int = 0) -> None:
         self.rng = random.Random(seed)

@@ -49,9 +49,9 @@ from logstore.errors import (
     LogstoreError,
     StoreLockedError,
 )
-from logstore.io import IO, Buffer, Clock, Lock, RealIO, SystemClock
+from logstore.io import IO, Buffer, Clock, FsyncQueue, Lock, RealIO, SystemClock
 from logstore.log import Log, log_directory
-from logstore.uring import ENTRIES_MAX, FsyncRing
+from logstore.uring import ENTRIES_MAX
 from logstore.worker import OrderedWorker
 
 logger = logging.getLogger("logstore.store")
@@ -175,7 +175,7 @@ class Store:
         self.rounds = 0  # group-commit rounds acknowledged
         self.inline_rounds = 0  # rounds fsynced on the loop's thread
         self.ring_rounds = 0  # rounds whose fsync went to the io_uring
-        self._ring: FsyncRing | None = None  # opened by _start on real IO (StoreConfig.fsync_ring)
+        self._ring: FsyncQueue | None = None  # opened by _start (StoreConfig.fsync_ring)
         self._ring_usable = False
         self.round_appends = 0  # sync appends those rounds covered
 
@@ -325,9 +325,9 @@ class Store:
         return 1
 
     def _start(self) -> None:
-        if self.config.fsync_ring and self.io.fsync_blocks:
-            cfg = self.config
-            self._ring = FsyncRing.open(min(ENTRIES_MAX, max(8, cfg.rounds_in_flight_max, cfg.ring_rounds_in_flight_max)))
+        cfg = self.config
+        if cfg.fsync_ring:
+            self._ring = self.io.open_fsync_queue(min(ENTRIES_MAX, max(8, cfg.rounds_in_flight_max, cfg.ring_rounds_in_flight_max)))
             self._ring_usable = self._ring is not None
         self._tasks.append(asyncio.create_task(self._flusher(), name="logstore-flusher"))
         self._tasks.append(asyncio.create_task(self._background(), name="logstore-background"))
@@ -769,13 +769,13 @@ class Store:
             return False
         return all(t.done() for t in self._inflight)
 
-    def _ring_fdatasync(self, ring: FsyncRing, journal: jn.JournalWriter) -> asyncio.Future[None]:
+    def _ring_fdatasync(self, ring: FsyncQueue, journal: jn.JournalWriter) -> asyncio.Future[None]:
         """The journal's fdatasync through the ring, timed for :meth:`_may_inline` (submission to
         completion as the loop saw it: an upper bound). A submission the kernel refuses
         disables the ring; this round's fsync then runs in a journal thread."""
         self.ring_rounds += 1
         try:
-            synced = ring.fdatasync(journal.fileno())
+            synced = journal.fdatasync_on(ring)
         except OSError as exc:
             logger.warning("io_uring fsync refused (%s): journal fsyncs use threads from now on", exc)
             self._ring_usable = False

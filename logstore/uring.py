@@ -32,6 +32,8 @@ import sys
 import time
 from typing import Any, Final
 
+from logstore.io import File
+
 log = logging.getLogger(__name__)
 
 # System call numbers: io_uring came after the numbering was unified, so they are the same on
@@ -145,10 +147,11 @@ class FsyncRing:
     def pending(self) -> int:
         return len(self._pending)
 
-    def fdatasync(self, fd: int) -> asyncio.Future[None]:
-        """Start an fdatasync of ``fd``; the future completes on this loop when it has returned
-        (OSError with its errno when it failed). Raises OSError when it cannot be submitted
-        (nothing is then pending) and RingFullError past ``entries`` pending."""
+    def fdatasync(self, file: File) -> asyncio.Future[None]:
+        """Start an fdatasync of ``file``; the future completes on this loop when it has
+        returned (OSError with its errno when it failed). Raises OSError when it cannot be
+        submitted (nothing is then pending) and RingFullError past ``entries`` pending."""
+        fd = file.fileno()
         if self._closed:
             raise OSError("the fsync ring is closed")
         if len(self._pending) >= self.entries:

@@ -107,13 +107,11 @@ def test_rounds_leave_the_loop_while_fsyncs_are_slow(env: Env) -> None:
     run(body)
 
 
-def test_rounds_of_many_fsync_through_the_ring(tmp_path: Path) -> None:
-    """On real IO, a round of ring_round_appends_min appends or more writes the journal on
-    the loop's thread and fsyncs it through the io_uring; smaller rounds still fsync inline; a
-    slow fsync sends even lone appends to the ring (not to the journal threads). Every ack is
-    durable, in order."""
-    env = Env(RealIO(), str(tmp_path / "store"), SimClock(), "real")
-
+def test_rounds_of_many_fsync_through_the_ring(env: Env) -> None:
+    """A round of ring_round_appends_min appends or more writes the journal on the loop's
+    thread and fsyncs it through the asynchronous queue (an io_uring on real IO); smaller
+    rounds still fsync inline; a slow fsync sends even lone appends to the queue (not to the
+    journal threads). Every ack is durable, in order."""
     async def body() -> None:
         store = await env.open(inline_fsync_ms_max=1000.0, ring_round_appends_min=5)
         assert store._ring is not None, "io_uring is available on this machine kind"
@@ -547,7 +545,6 @@ def test_a_rotation_waits_for_a_preparation_running_in_another_thread(tmp_path: 
     file just as a rotation renamed it into place, and zero the live journal."""
     import threading
 
-    from logstore import RealIO
 
     started, go = threading.Event(), threading.Event()
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import os
 from pathlib import Path
 
 import pytest
 from conftest import run
 
+from logstore.io import File, RealIO
 from logstore.uring import ENTRIES_MAX, FsyncRing, RingFullError
 
 
@@ -19,27 +19,27 @@ def _ring(entries: int = 8) -> FsyncRing:
     return ring
 
 
-def _file(path: Path) -> int:
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    os.pwrite(fd, b"x" * 4096, 0)
-    return fd
+def _file(path: Path) -> File:
+    f = RealIO().open(str(path), create=True)
+    f.pwrite(b"x" * 4096, 0)
+    return f
 
 
 def test_fdatasync_completes_on_the_loop(tmp_path: Path) -> None:
     async def body() -> None:
         ring = _ring()
-        fds = [_file(tmp_path / f"f{i}") for i in range(8)]
+        files = [_file(tmp_path / f"f{i}") for i in range(8)]
         try:
-            assert await ring.fdatasync(fds[0]) is None
+            assert await ring.fdatasync(files[0]) is None
             assert ring.pending == 0 and ring.submitted == 1
             assert ring.last_fsync_s > 0
             # As many at once as the ring has entries, each resolved once.
-            results = await asyncio.gather(*(ring.fdatasync(fd) for fd in fds))
+            results = await asyncio.gather(*(ring.fdatasync(f) for f in files))
             assert results == [None] * 8 and ring.pending == 0 and ring.submitted == 9
         finally:
             ring.close()
-            for fd in fds:
-                os.close(fd)
+            for f in files:
+                f.close()
 
     run(body)
 
@@ -47,18 +47,18 @@ def test_fdatasync_completes_on_the_loop(tmp_path: Path) -> None:
 def test_a_failed_fdatasync_raises_its_errno_and_the_ring_goes_on(tmp_path: Path) -> None:
     async def body() -> None:
         ring = _ring()
-        fd = _file(tmp_path / "f")
-        bad = os.dup(fd)
-        os.close(bad)  # a descriptor number nothing holds
+        f = _file(tmp_path / "f")
+        bad = _file(tmp_path / "closed")
+        bad.close()  # its descriptor is -1 now
         try:
             with pytest.raises(OSError) as info:
                 await ring.fdatasync(bad)
             assert info.value.errno == errno.EBADF
             assert ring.pending == 0
-            await ring.fdatasync(fd)  # still usable
+            await ring.fdatasync(f)  # still usable
         finally:
             ring.close()
-            os.close(fd)
+            f.close()
 
     run(body)
 
@@ -66,17 +66,17 @@ def test_a_failed_fdatasync_raises_its_errno_and_the_ring_goes_on(tmp_path: Path
 def test_pending_fsyncs_are_bounded_by_the_entries(tmp_path: Path) -> None:
     async def body() -> None:
         ring = _ring(2)
-        fd = _file(tmp_path / "f")
+        f = _file(tmp_path / "f")
         try:
-            first = [ring.fdatasync(fd) for _ in range(ring.entries)]
+            first = [ring.fdatasync(f) for _ in range(ring.entries)]
             with pytest.raises(RingFullError):
-                ring.fdatasync(fd)
+                ring.fdatasync(f)
             assert ring.pending == ring.entries
             await asyncio.gather(*first)
-            await ring.fdatasync(fd)  # room again
+            await ring.fdatasync(f)  # room again
         finally:
             ring.close()
-            os.close(fd)
+            f.close()
 
     run(body)
 
@@ -84,17 +84,17 @@ def test_pending_fsyncs_are_bounded_by_the_entries(tmp_path: Path) -> None:
 def test_close_fails_what_is_pending_and_refuses_more(tmp_path: Path) -> None:
     async def body() -> None:
         ring = _ring()
-        fd = _file(tmp_path / "f")
+        f = _file(tmp_path / "f")
         try:
-            pending = ring.fdatasync(fd)
+            pending = ring.fdatasync(f)
             ring.close()
             with pytest.raises(OSError, match="closed"):
                 await pending
             with pytest.raises(OSError, match="closed"):
-                ring.fdatasync(fd)
+                ring.fdatasync(f)
             ring.close()  # twice is harmless
         finally:
-            os.close(fd)
+            f.close()
 
     run(body)
 
