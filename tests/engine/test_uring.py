@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,17 @@ def _file(path: Path) -> File:
     f = RealIO().open(str(path), create=True)
     f.pwrite(b"x" * 4096, 0)
     return f
+
+
+@contextlib.contextmanager
+def _ring_and_file(path: Path, entries: int = 8) -> Iterator[tuple[FsyncRing, File]]:
+    ring = _ring(entries)
+    f = _file(path)
+    try:
+        yield ring, f
+    finally:
+        ring.close()
+        f.close()
 
 
 def test_fdatasync_completes_on_the_loop(tmp_path: Path) -> None:
@@ -46,46 +59,34 @@ def test_fdatasync_completes_on_the_loop(tmp_path: Path) -> None:
 
 def test_a_failed_fdatasync_raises_its_errno_and_the_ring_goes_on(tmp_path: Path) -> None:
     async def body() -> None:
-        ring = _ring()
-        f = _file(tmp_path / "f")
         bad = _file(tmp_path / "closed")
         bad.close()  # its descriptor is -1 now
-        try:
+        with _ring_and_file(tmp_path / "f") as (ring, f):
             with pytest.raises(OSError) as info:
                 await ring.fdatasync(bad)
             assert info.value.errno == errno.EBADF
             assert ring.pending == 0
             await ring.fdatasync(f)  # still usable
-        finally:
-            ring.close()
-            f.close()
 
     run(body)
 
 
 def test_pending_fsyncs_are_bounded_by_the_entries(tmp_path: Path) -> None:
     async def body() -> None:
-        ring = _ring(2)
-        f = _file(tmp_path / "f")
-        try:
+        with _ring_and_file(tmp_path / "f", 2) as (ring, f):
             first = [ring.fdatasync(f) for _ in range(ring.entries)]
             with pytest.raises(RingFullError):
                 ring.fdatasync(f)
             assert ring.pending == ring.entries
             await asyncio.gather(*first)
             await ring.fdatasync(f)  # room again
-        finally:
-            ring.close()
-            f.close()
 
     run(body)
 
 
 def test_close_fails_what_is_pending_and_refuses_more(tmp_path: Path) -> None:
     async def body() -> None:
-        ring = _ring()
-        f = _file(tmp_path / "f")
-        try:
+        with _ring_and_file(tmp_path / "f") as (ring, f):
             pending = ring.fdatasync(f)
             ring.close()
             with pytest.raises(OSError, match="closed"):
@@ -93,8 +94,6 @@ def test_close_fails_what_is_pending_and_refuses_more(tmp_path: Path) -> None:
             with pytest.raises(OSError, match="closed"):
                 ring.fdatasync(f)
             ring.close()  # twice is harmless
-        finally:
-            f.close()
 
     run(body)
 
