@@ -773,13 +773,13 @@ class Store:
         """The journal's fdatasync through the ring, timed for :meth:`_may_inline` (submission to
         completion as the loop saw it: an upper bound). A submission the kernel refuses
         disables the ring; this round's fsync then runs in a journal thread."""
-        self.ring_rounds += 1
         try:
             synced = journal.fdatasync_on(ring)
         except OSError as exc:
-            logger.warning("io_uring fsync refused (%s): journal fsyncs use threads from now on", exc)
+            logger.warning("asynchronous fsync refused (%s): journal fsyncs use threads from now on", exc)
             self._ring_usable = False
             return self._in_journal_order(lambda: None, lambda: self._timed_fdatasync(journal))
+        self.ring_rounds += 1
 
         def timed(_fut: asyncio.Future[None]) -> None:
             self.last_fsync_s = ring.last_fsync_s

@@ -138,6 +138,29 @@ def test_rounds_of_many_fsync_through_the_ring(env: Env) -> None:
     run(body)
 
 
+def test_a_refused_ring_submission_falls_back_to_the_journal_threads(env: Env) -> None:
+    """When the queue refuses a submission (here: it was closed under the store), that round's
+    fsync runs in a journal thread, later rounds never try the queue again, and every ack is
+    durable."""
+    async def body() -> None:
+        store = await env.open(inline_fsync_ms_max=1000.0, ring_round_appends_min=2)
+        log = await store.create_log("q", SMALL_SYNC)
+        await asyncio.gather(*(log.append(batch(i)) for i in range(4)))
+        assert store.ring_rounds == 1
+        assert store._ring is not None
+        store._ring.close()
+        await asyncio.gather(*(log.append(batch(i)) for i in range(4, 8)))  # refused: a thread
+        await asyncio.gather(*(log.append(batch(i)) for i in range(8, 12)))  # inline again
+        assert (store.rounds, store.ring_rounds, store.inline_rounds) == (3, 1, 1)
+        assert not store._ring_usable and store.failure is None
+        env.crash(store, drop_all)
+        store = await env.open()
+        assert [r.value for r in store.log("q").read_records(0)] == [rec(i).value for i in range(12)]
+        await store.close()
+
+    run(body)
+
+
 @pytest.mark.parametrize("field", ["rounds_in_flight_max", "ring_rounds_in_flight_max", "ring_round_appends_min"])
 def test_round_limits_below_one_are_refused(field: str) -> None:
     with pytest.raises(ValueError, match=field):
