@@ -226,7 +226,7 @@ class RealIO(IO):
     fsync_blocks = True
 
     def open_fsync_queue(self, entries: int) -> FsyncQueue | None:
-        from logstore.uring import FsyncRing  # only a store that uses one loads ctypes
+        from logstore.uring import FsyncRing  # here: uring.py imports this module
 
         return FsyncRing.open(entries)
 
