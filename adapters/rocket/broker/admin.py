@@ -154,6 +154,7 @@ class AdminProcessor:
             "queueLogs": str(len(b.queues.all_queues())), "flushDiskType": b.config.flush_disk_type,
             "consumerOffsetSaves": str(b.offsets.saves),
             "storeGroupCommitRounds": str(b.store.rounds), "storeGroupCommitAppends": str(b.store.round_appends),
+            "storeGroupCommitInlineRounds": str(b.store.inline_rounds), "storeGroupCommitRingRounds": str(b.store.ring_rounds),
             **b.role.status(),
         }
         return cmd.make_response(ResponseCode.SUCCESS, body=orjson.dumps({"table": table}))

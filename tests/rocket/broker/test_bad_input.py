@@ -104,6 +104,8 @@ async def test_auto_create_when_enabled(tmp_path: object) -> None:
         assert [m.body for m in got] == [b"hi"]
         info = orjson.loads((await d.call(28)).body)["table"]  # GET_BROKER_RUNTIME_INFO
         assert int(info["storeGroupCommitAppends"]) >= 1 and int(info["storeGroupCommitRounds"]) >= 1, info
+        # A lone send's round fsyncs inline; how rounds were fsynced is reported too.
+        assert int(info["storeGroupCommitInlineRounds"]) >= 1 and int(info["storeGroupCommitRingRounds"]) == 0, info
     finally:
         await d.close()
         proc.stop()
