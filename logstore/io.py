@@ -69,6 +69,11 @@ class Lock(Protocol):
     def release(self) -> None: ...
 
 
+class RingFullError(RuntimeError):
+    """More fsyncs pending on an FsyncQueue than it has entries (the caller bounds what it has
+    in flight)."""
+
+
 class FsyncQueue(Protocol):
     """fdatasyncs that complete later, on the event loop that submitted them."""
 
@@ -80,7 +85,8 @@ class FsyncQueue(Protocol):
 
     def fdatasync(self, file: File) -> asyncio.Future[None]:
         """Start an fdatasync of ``file``; the future fails with OSError when it does. Raises
-        OSError when it cannot be submitted (nothing is then pending)."""
+        OSError when it cannot be submitted (nothing is then pending), RingFullError past
+        ``entries`` pending."""
 
     def close(self) -> None:
         """Release it; what is still pending fails."""

@@ -27,7 +27,7 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from logstore.io import IO, Buffer, Clock, File, Lock
+from logstore.io import IO, Buffer, Clock, File, Lock, RingFullError
 
 SECTOR_BYTES = 512
 
@@ -208,7 +208,7 @@ class SimFsyncQueue:
         if self._closed:
             raise OSError("the fsync queue is closed")
         if len(self._pending) >= self.entries:
-            raise RuntimeError(f"{len(self._pending)} fsyncs already pending on a queue of {self.entries}")
+            raise RingFullError(f"{len(self._pending)} fsyncs already pending on a queue of {self.entries}")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
         self._pending.add(future)

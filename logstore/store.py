@@ -327,7 +327,7 @@ class Store:
     def _start(self) -> None:
         cfg = self.config
         if cfg.fsync_ring:
-            self._ring = self.io.open_fsync_queue(min(ENTRIES_MAX, max(8, cfg.rounds_in_flight_max, cfg.ring_rounds_in_flight_max)))
+            self._ring = self.io.open_fsync_queue(max(8, cfg.ring_rounds_in_flight_max))  # <= ENTRIES_MAX
             self._ring_usable = self._ring is not None
         self._tasks.append(asyncio.create_task(self._flusher(), name="logstore-flusher"))
         self._tasks.append(asyncio.create_task(self._background(), name="logstore-background"))
@@ -721,26 +721,20 @@ class Store:
             # Inline, the round skips two thread hand-offs, which cost a lone append about as
             # much as its fsync and a round of 64 about a fifth of its time (measured: the
             # README's group-commit paragraph); the loop cannot run meanwhile.
+            # With a ring, every round is written here (so rounds stay in order) and the kernel
+            # fsyncs it while the loop goes on.
             inline = self._may_inline(len(queue))
             ring = self._ring if self._ring_usable else None
-            if ring is not None and inline and len(queue) >= self.config.ring_round_appends_min:
-                inline = False
-            if inline:
+            if inline or ring is not None:
                 try:
                     journal.write_at(parts, at)
-                    self._timed_fdatasync(journal)
+                    if inline:
+                        self._timed_fdatasync(journal)
                 except OSError as exc:
                     self._fail_store(exc, future)
                     return
-            elif ring is not None:
-                # Written here (rounds stay in order: with a ring, every round is written on
-                # this thread), fsynced by the kernel while the loop goes on.
-                try:
-                    journal.write_at(parts, at)
-                except OSError as exc:
-                    self._fail_store(exc, future)
-                    return
-                synced = self._ring_fdatasync(ring, journal)
+                if ring is not None and not inline:
+                    synced = self._ring_fdatasync(ring, journal)
             else:
                 synced = self._in_journal_order(lambda: journal.write_at(parts, at), lambda: self._timed_fdatasync(journal))
             marks: list[tuple[Log, int, int, int]] = []
@@ -761,11 +755,14 @@ class Store:
 
     def _may_inline(self, appends: int) -> bool:
         """Whether a round of ``appends`` writes and fsyncs on the loop's thread (see
-        ``StoreConfig.inline_round_appends_max``)."""
-        cap = self.config.inline_round_appends_max
+        ``StoreConfig.inline_round_appends_max`` and, with a ring, ``ring_round_appends_min``)."""
+        cfg = self.config
+        cap = cfg.inline_round_appends_max
         if cap == 0 or (cap is not None and appends > cap):
             return False
-        if self.last_fsync_s * 1000.0 > self.config.inline_fsync_ms_max:
+        if self._ring_usable and appends >= cfg.ring_round_appends_min:
+            return False
+        if self.last_fsync_s * 1000.0 > cfg.inline_fsync_ms_max:
             return False
         return all(t.done() for t in self._inflight)
 

@@ -32,7 +32,9 @@ import sys
 import time
 from typing import Any, Final
 
-from logstore.io import File
+from logstore.io import File, RingFullError
+
+__all__ = ["ENTRIES_MAX", "FsyncRing", "RingFullError"]
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +60,6 @@ _CQE = struct.Struct("=QiI")  # user_data, res, flags
 _U32 = struct.Struct("=I")
 _U32_MASK: Final = 0xFFFFFFFF
 ENTRIES_MAX: Final = 256
-
-
-class RingFullError(RuntimeError):
-    """More fsyncs pending than the ring has entries (the caller bounds what it has in flight)."""
 
 
 class FsyncRing:
