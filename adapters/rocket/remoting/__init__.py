@@ -1,11 +1,5 @@
 """RocketMQ v4 remoting protocol: frames, commands, an asyncio server and client."""
 
-import os as _os
-
-from adapters.rocket.compiled import check_fresh as _check_fresh
-
-_check_fresh(_os.path.dirname(__file__))  # before any compiled module of this package loads
-
 from .client import RemotingClient, split_addr
 from .codes import (
     FLAG_ONEWAY,

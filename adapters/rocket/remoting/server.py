@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from .busypoll import BusyPoll
 from .codes import ResponseCode
@@ -47,9 +46,7 @@ class RemotingServer:
         self._disconnect_listeners: list[Callable[[Connection], None]] = []
         self._connections: set[Connection] = set()
         self._reader_tasks: set[asyncio.Task[None]] = set()
-        # asyncio.Server, typed loosely: uvloop's server gives its sockets as a list where the
-        # stubs say tuple, and compiled (README, "Compiled modules") the stub's type is checked.
-        self._server: Any = None
+        self._server: asyncio.Server | None = None
         self._next_opaque = OpaqueCounter()
 
     # -- configuration -------------------------------------------------------------------------
