@@ -30,9 +30,9 @@ T = TypeVar("T")
 ROOT = "/store"
 OP_TIMEOUT_S = 10.0  # SimIO never blocks: an op this slow is a hang (a dead flusher task)
 ALLOWED_ERRORS = (LogstoreError, OSError)
-# Rounds of two appends or more (append_many) fsync through the simulated asynchronous queue,
-# the path an io_uring takes on real IO; lone appends fsync inline.
-STORE_CONFIG = StoreConfig(ring_round_appends_min=2)
+# Rounds of two records or more (append_many, or one multi-record batch) fsync through the
+# simulated asynchronous queue, the path an io_uring takes on real IO; lone records fsync inline.
+STORE_CONFIG = StoreConfig(ring_round_records_min=2)
 TRACE_LINES = 25  # operations a violation message shows
 
 

@@ -38,7 +38,8 @@ class StoreHooks(Protocol):
     io: IO
     clock: Clock
 
-    def enqueue_sync(self, log: Log, parts: list[Buffer], total: int, next_offset: int, max_ts: int) -> asyncio.Future[None]: ...
+    def enqueue_sync(self, log: Log, parts: list[Buffer], total: int, next_offset: int, max_ts: int,
+                     records: int) -> asyncio.Future[None]: ...
 
     def note_async_write(self, log: Log) -> None: ...
 
@@ -174,7 +175,7 @@ class Log:
                                view[rb.CRC_COVERS_FROM:]]
         result = _new_result(AppendResult, (base, next_offset - 1, max_ts))  # AppendResult(...), faster
         if self.is_sync:
-            return result, self.hooks.enqueue_sync(self, parts, total, next_offset, max_ts)
+            return result, self.hooks.enqueue_sync(self, parts, total, next_offset, max_ts, count)
         try:
             self.write(parts, total, next_offset, max_ts)
         except OSError as exc:

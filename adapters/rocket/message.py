@@ -287,17 +287,22 @@ def encode_stored_raw(
     ))
 
 
+#: One record of :func:`encode_stored_many`: (body, flag, encoded properties, sys flag, born
+#: timestamp, reconsume times), the fields that differ from message to message of one append.
+StoredItem = tuple[bytes | memoryview, int, str, int, int, int]
+
+
 def encode_stored_many(
-    topic: bytes, items: Sequence[tuple[bytes | memoryview, int, str]], *, queue_id: int, queue_offset: int,
-    commitlog_offset: int, sys_flag: int, born_timestamp: int, born_host: bytes, store_timestamp: int,
-    store_host: bytes, reconsume_times: int = 0,
+    topic: bytes, items: Sequence[StoredItem], *, queue_id: int, queue_offset: int, commitlog_offset: int,
+    born_host: bytes, store_timestamp: int, store_host: bytes,
 ) -> list[bytes | bytearray | memoryview]:
-    """:func:`encode_stored_raw` of each (body, flag, encoded properties) of one send, whose
-    queue and commit log offsets count up from the given ones, as parts for a single join (a
-    batch's records are copied once, not record by record and then again)."""
+    """:func:`encode_stored_raw` of each item of one append (a batch send's messages, or
+    several sends to one queue), whose queue and commit log offsets count up from the given
+    ones, as parts for a single join (the records are copied once, not record by record and
+    then again)."""
     parts: list[bytes | bytearray | memoryview] = []
     if len(topic) > TOPIC_V1_BYTES_MAX or len(born_host) != 8 or len(store_host) != 8:
-        for i, (body, flag, text) in enumerate(items):
+        for i, (body, flag, text, sys_flag, born_timestamp, reconsume_times) in enumerate(items):
             parts.append(encode_stored_raw(
                 topic, body, text.encode(), queue_id=queue_id, flag=flag, queue_offset=queue_offset + i,
                 commitlog_offset=commitlog_offset + i, sys_flag=sys_flag, born_timestamp=born_timestamp,
@@ -308,8 +313,8 @@ def encode_stored_many(
     pack, crc32, props_len = _HEAD_V4.pack, zlib.crc32, _I16.pack
     topic_part = bytes((len(topic),)) + topic
     fixed = _FIXED_V4_BYTES + len(topic_part) + 2
-    for i, (body, flag, text) in enumerate(items):  # encode_stored_raw's IPv4 case, inlined
-        props = text.encode()
+    for i, (body, flag, text, sys_flag, born_timestamp, reconsume_times) in enumerate(items):
+        props = text.encode()  # encode_stored_raw's IPv4 case, inlined
         if len(props) > 0x7FFF:
             raise MessageFormatError(f"properties of {len(props)} bytes exceed 32767")
         nbody = len(body)

@@ -108,12 +108,12 @@ def test_rounds_leave_the_loop_while_fsyncs_are_slow(env: Env) -> None:
 
 
 def test_rounds_of_many_fsync_through_the_ring(env: Env) -> None:
-    """A round of ring_round_appends_min appends or more writes the journal on the loop's
+    """A round of ring_round_records_min records or more writes the journal on the loop's
     thread and fsyncs it through the asynchronous queue (an io_uring on real IO); smaller
     rounds still fsync inline; a slow fsync sends even lone appends to the queue (not to the
     journal threads). Every ack is durable, in order."""
     async def body() -> None:
-        store = await env.open(inline_fsync_ms_max=1000.0, ring_round_appends_min=5)
+        store = await env.open(inline_fsync_ms_max=1000.0, ring_round_records_min=5)
         assert store._ring is not None, "io_uring is available on this machine kind"
         log = await store.create_log("q", SMALL_SYNC)
         await asyncio.gather(*(log.append(batch(i)) for i in range(5)))
@@ -138,12 +138,30 @@ def test_rounds_of_many_fsync_through_the_ring(env: Env) -> None:
     run(body)
 
 
+def test_the_ring_threshold_counts_records_not_appends(env: Env) -> None:
+    """One append carrying ring_round_records_min records (a broker's sends to one queue stored
+    together) fsyncs through the queue like that many one-record appends; fewer, inline."""
+    async def body() -> None:
+        store = await env.open(inline_fsync_ms_max=1000.0, ring_round_records_min=5)
+        log = await store.create_log("q", SMALL_SYNC)
+        await log.append(batch(0, count=5))
+        assert (store.rounds, store.ring_rounds, store.inline_rounds) == (1, 1, 0)
+        await log.append(batch(5, count=4))
+        assert (store.rounds, store.ring_rounds, store.inline_rounds) == (2, 1, 1)
+        env.crash(store, drop_all)
+        store = await env.open()
+        assert [r.value for r in store.log("q").read_records(0)] == [rec(i).value for i in range(9)]
+        await store.close()
+
+    run(body)
+
+
 def test_a_refused_ring_submission_falls_back_to_the_journal_threads(env: Env) -> None:
     """When the queue refuses a submission (here: it was closed under the store), that round's
     fsync runs in a journal thread, later rounds never try the queue again, and every ack is
     durable."""
     async def body() -> None:
-        store = await env.open(inline_fsync_ms_max=1000.0, ring_round_appends_min=2)
+        store = await env.open(inline_fsync_ms_max=1000.0, ring_round_records_min=2)
         log = await store.create_log("q", SMALL_SYNC)
         await asyncio.gather(*(log.append(batch(i)) for i in range(4)))
         assert store.ring_rounds == 1
@@ -161,7 +179,7 @@ def test_a_refused_ring_submission_falls_back_to_the_journal_threads(env: Env) -
     run(body)
 
 
-@pytest.mark.parametrize("field", ["rounds_in_flight_max", "ring_rounds_in_flight_max", "ring_round_appends_min"])
+@pytest.mark.parametrize("field", ["rounds_in_flight_max", "ring_rounds_in_flight_max", "ring_round_records_min"])
 def test_round_limits_below_one_are_refused(field: str) -> None:
     with pytest.raises(ValueError, match=field):
         StoreConfig(**{field: 0})

