@@ -148,12 +148,9 @@ class SendProcessor:
         remoting server's group handler). The plain sends to one queue are stored as one append
         and wait for one group-commit round together; each is still its own record, with its
         own offsets, message id and answer. A send to a topic still to be created, a
-        transactional, scheduled or retry send, one with WAIT=false, and every send on a
-        SYNC_MASTER go alone, as :meth:`send` takes them. Sends start in the order read."""
+        transactional, scheduled or retry send, and one with WAIT=false go alone, as :meth:`send`
+        takes them. Sends start in the order read."""
         broker = self.broker
-        if broker.config.broker_role == SYNC_MASTER:  # each waits for the slaves with its own offset
-            return list(await asyncio.gather(*(self._handle(conn, cmd, v2=cmd.code == RequestCode.SEND_MESSAGE_V2,
-                                                            batch=False) for cmd in cmds)))
         answers: list[RemotingCommand | None] = [None] * len(cmds)
         pending: dict[int, tuple[_Put, list[int]]] = {}  # by log id: the sends to one queue not yet stored
         stored: list[tuple[_Put, list[int], int, asyncio.Future[None] | None]] = []
@@ -187,7 +184,7 @@ class SendProcessor:
         self._store_pending(pending, stored, cmds, answers)
         for put, owners, base, durable in stored:
             try:
-                code, remark = await self._acknowledged(put, durable)
+                code, remark = await self._acknowledged(put, durable, base)
             except LogFailedError as exc:
                 for i in owners:
                     answers[i] = cmds[i].make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
@@ -339,32 +336,33 @@ class SendProcessor:
             return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
         code: int = ResponseCode.SUCCESS
         remark = None
-        sync_master = broker.config.broker_role == SYNC_MASTER
-        if durable is not None or sync_master:
-            wait = property_value(header.properties, PROPERTY_WAIT_STORE_MSG_OK) != "false"
-        if durable is not None:
-            if not wait:
+        if ((durable is not None or broker.config.broker_role == SYNC_MASTER)
+                and property_value(header.properties, PROPERTY_WAIT_STORE_MSG_OK) == "false"):
+            if durable is not None:
                 durable.add_done_callback(_log_round_failure)
-            else:
-                try:
-                    code, remark = await self._acknowledged(put, durable)
-                except LogFailedError as exc:
-                    return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
-        n = len(put.items)
-        if sync_master and wait:  # RocketMQ's handleHA: after the disk flush, the in-sync slaves
-            ha_code, ha_remark = await broker.ha.wait_slaves(qlog.name, base + n)
-            if ha_code != ResponseCode.SUCCESS:
-                code, remark = ha_code, ha_remark
-        return self._answer(cmd, code, remark, header.queue_id, log_id, base, n)
+        else:
+            try:
+                code, remark = await self._acknowledged(put, durable, base)
+            except LogFailedError as exc:
+                return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
+        return self._answer(cmd, code, remark, header.queue_id, log_id, base, len(put.items))
 
-    async def _acknowledged(self, put: _Put, durable: asyncio.Future[None] | None) -> tuple[int, str | None]:
-        """Wait for a started append's round: (SUCCESS or FLUSH_DISK_TIMEOUT, remark). Raises
-        LogFailedError."""
+    async def _acknowledged(self, put: _Put, durable: asyncio.Future[None] | None, base: int) -> tuple[int, str | None]:
+        """Wait for a started append's round and, on a SYNC_MASTER, for the in-sync slaves:
+        (SUCCESS, FLUSH_DISK_TIMEOUT, FLUSH_SLAVE_TIMEOUT or SLAVE_NOT_AVAILABLE, remark).
+        Raises LogFailedError."""
+        code: int = ResponseCode.SUCCESS
+        remark = None
         if durable is not None:
             if not await self._flush_gate(durable):
-                return ResponseCode.FLUSH_DISK_TIMEOUT, "flush disk timeout"
-            put.check_acknowledged()
-        return ResponseCode.SUCCESS, None
+                code, remark = ResponseCode.FLUSH_DISK_TIMEOUT, "flush disk timeout"
+            else:
+                put.check_acknowledged()
+        if self.broker.config.broker_role == SYNC_MASTER:  # RocketMQ's handleHA: after the disk flush, the slaves
+            ha_code, ha_remark = await self.broker.ha.wait_slaves(put.qlog.name, base + len(put.items))
+            if ha_code != ResponseCode.SUCCESS:
+                code, remark = ha_code, ha_remark
+        return code, remark
 
     def _answer(self, cmd: RemotingCommand, code: int, remark: str | None, queue_id: int, log_id: int, base: int,
                 n: int) -> RemotingCommand:
