@@ -156,6 +156,7 @@ class SendProcessor:
         stored: list[tuple[_Put, list[int], int, asyncio.Future[None] | None]] = []
         alone: list[tuple[int, asyncio.Future[RemotingCommand]]] = []
         born_host, host_flags = self._born_host(conn.remote_addr)
+        yield_first = False  # a send alone was started: let it run before a grouped one is stored
         for i, cmd in enumerate(cmds):
             try:
                 header = SendHeader.parse(cmd.ext_fields, cmd.code == RequestCode.SEND_MESSAGE_V2)
@@ -169,8 +170,11 @@ class SendProcessor:
                     or may_be_scheduled(props) or property_value(props, PROPERTY_WAIT_STORE_MSG_OK) == "false"):
                 self._store_pending(pending, stored, cmds, answers)  # the sends read before it go first
                 alone.append((i, asyncio.ensure_future(self._handle_checked(conn, cmd, header, topic_config, False))))
-                await asyncio.sleep(0)  # it starts before the sends read after it
+                yield_first = True
                 continue
+            if yield_first:  # the sends started alone run (up to their first wait) before this one
+                yield_first = False
+                await asyncio.sleep(0)
             qlog, log_id = found
             entry = pending.get(log_id)
             if entry is not None and entry[0].size + len(cmd.body) > min(GROUP_BYTES_MAX, qlog.config.batch_bytes_max // 2):

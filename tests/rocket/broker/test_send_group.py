@@ -59,9 +59,11 @@ async def test_sends_read_together_are_one_append_a_queue_each_its_own_record(sy
     await driver.create_topic("TG", 2)
     before = await appends(driver)
     # (opaque, queue, body, WAIT): 4 is refused (empty body), 6 names a topic that does not exist
-    # (autoCreateTopicEnable is off), 7 does not wait for the flush (it goes alone), 9 is oneway.
+    # (autoCreateTopicEnable is off), 7, 11 and 12 do not wait for the flush (they go alone), 9 is oneway.
     plan = [(1, 0, b"a", None), (2, 0, b"b", None), (3, 1, b"c", None), (4, 0, b"", None), (5, 0, b"d", None),
-            (6, 0, b"x", None), (7, 0, b"w", "false"), (8, 0, b"e", None), (9, 1, b"f", None), (10, 0, b"g", None)]
+            (6, 0, b"x", None), (7, 0, b"w", "false"), (8, 0, b"e", None), (9, 1, b"f", None), (10, 0, b"g", None),
+            (11, 0, b"h", "false"), (12, 0, b"i", "false"), (13, 0, b"j", None)]
+    queue0 = [1, 2, 5, 7, 8, 10, 11, 12, 13]
     frames = []
     for opaque, queue, body, wait in plan:
         props = {"TAGS": f"t{opaque}", "KEYS": f"k{opaque}", "UNIQ_KEY": f"U{opaque}", "n": str(opaque)}
@@ -71,39 +73,39 @@ async def test_sends_read_together_are_one_append_a_queue_each_its_own_record(sy
                                  flag=opaque, props=props, v2=opaque % 2 == 0, oneway=opaque == 9))
     peer = await RawPeer.open(sync_serve.broker_port)
     try:
-        await peer.send(b"".join(frames))  # one write: read together (10 small frames)
+        await peer.send(b"".join(frames))  # one write: read together (13 small frames)
         answers = {}
         for _ in range(len(plan) - 1):  # no answer to the oneway send
             cmd = await peer.read_command()
             answers[cmd.opaque] = cmd
     finally:
         await peer.close()
-    assert sorted(answers) == [1, 2, 3, 4, 5, 6, 7, 8, 10]
+    assert sorted(answers) == [1, 2, 3, 4, 5, 6, 7, 8, 10, 11, 12, 13]
     assert answers[4].code == ResponseCode.MESSAGE_ILLEGAL and "empty" in (answers[4].remark or "")
     assert answers[6].code == ResponseCode.TOPIC_NOT_EXIST
     stored = {o: a for o, a in answers.items() if o not in (4, 6)}
     assert all(a.code == ResponseCode.SUCCESS for a in stored.values()), {o: a.remark for o, a in stored.items()}
-    # Queue 0 in the order read (the WAIT=false send alone in the middle keeps its place); queue 1 too.
-    assert [(o, stored[o].ext_fields["queueOffset"]) for o in (1, 2, 5, 7, 8, 10)] == [
-        (1, "0"), (2, "1"), (5, "2"), (7, "3"), (8, "4"), (10, "5")]
+    # Queue 0 in the order read (the WAIT=false sends alone in the middle keep their places); queue 1 too.
+    assert [(o, stored[o].ext_fields["queueOffset"]) for o in queue0] == [(o, str(n)) for n, o in enumerate(queue0)]
     assert stored[3].ext_fields["queueOffset"] == "0" and stored[3].ext_fields["queueId"] == "1"
     assert len({a.ext_fields["msgId"] for a in stored.values()}) == len(stored)
-    # Without grouping these eight sends are eight appends: here the sends before the alone one
-    # (queue 0: 1, 2, 5; queue 1: 3), the alone one, then those after it (queue 0: 8, 10; queue 1: 9).
-    assert await appends(driver) - before <= 5
+    # Without grouping these eleven sends are eleven appends: here the sends before the first
+    # alone one (queue 0: 1, 2, 5; queue 1: 3), 7 alone, then 8 and 10 (queue 0) and 9 (queue 1),
+    # 11 and 12 alone, 13.
+    assert await appends(driver) - before <= 8
 
     _, got0 = await driver.pull("TG", 0, 0)
     _, got1 = await driver.pull("TG", 1, 0)
-    for got, opaques in ((got0, [1, 2, 5, 7, 8, 10]), (got1, [3, 9])):
+    for got, opaques in ((got0, queue0), (got1, [3, 9])):
         assert [int(m.properties["n"]) for m in got] == opaques
         for m, o in zip(got, opaques, strict=True):
             assert m.body == dict((p[0], p[2]) for p in plan)[o]
             assert (m.flag, m.born_timestamp, m.tags, m.keys) == (o, 1_700_000_000_000 + o, f"t{o}", [f"k{o}"])
             assert m.properties["UNIQ_KEY"] == f"U{o}"
         assert [m.queue_offset for m in got] == list(range(len(opaques)))
-    assert [m.msg_id for m in got0] == [stored[o].ext_fields["msgId"] for o in (1, 2, 5, 7, 8, 10)]
+    assert [m.msg_id for m in got0] == [stored[o].ext_fields["msgId"] for o in queue0]
     # Each is in the key index under its own keys.
     resp = await driver.call(RequestCode.QUERY_MESSAGE, {"topic": "TG", "key": "k8", "maxNum": 32,
                                                           "beginTimestamp": 0, "endTimestamp": 2**62})
-    assert resp.code == 0 and b"k8" in resp.body and b"k10" not in resp.body
+    assert resp.code == 0 and b"k8" in resp.body and b"k10" not in resp.body and b"k13" not in resp.body
     await driver.close()
