@@ -23,15 +23,19 @@ V2_SHORT = {
 }
 
 
-@pytest.fixture
-def serve(tmp_path: Path) -> Iterator[ServeProcess]:
-    conf = write_conf(tmp_path / "broker.conf", brokerName="broker-a", maxMessageSize=65536)
-    proc = ServeProcess(tmp_path / "data", conf)
+def serving(tmp_path: Path, **conf: object) -> Iterator[ServeProcess]:
+    """A started ServeProcess with these broker.conf keys, stopped after."""
+    proc = ServeProcess(tmp_path / "data", write_conf(tmp_path / "broker.conf", maxMessageSize=65536, **conf))
     proc.start()
     try:
         yield proc
     finally:
         proc.stop()
+
+
+@pytest.fixture
+def serve(tmp_path: Path) -> Iterator[ServeProcess]:
+    yield from serving(tmp_path, brokerName="broker-a")
 
 
 class Driver:

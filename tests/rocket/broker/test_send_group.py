@@ -12,10 +12,10 @@ import pytest
 
 from adapters.rocket.message import Message
 from adapters.rocket.remoting import RemotingCommand, RequestCode, ResponseCode, encode_frame
-from adapters.rocket.testing import ServeProcess, write_conf
+from adapters.rocket.testing import ServeProcess
 
 from ..helpers import RawPeer
-from .conftest import V2_SHORT, Driver
+from .conftest import V2_SHORT, Driver, serving
 
 pytestmark = pytest.mark.anyio
 
@@ -24,13 +24,7 @@ GET_BROKER_RUNTIME_INFO = 28
 
 @pytest.fixture
 def sync_serve(tmp_path: Path) -> Iterator[ServeProcess]:
-    conf = write_conf(tmp_path / "broker.conf", brokerName="broker-g", flushDiskType="SYNC_FLUSH", maxMessageSize=65536)
-    proc = ServeProcess(tmp_path / "data", conf)
-    proc.start()
-    try:
-        yield proc
-    finally:
-        proc.stop()
+    yield from serving(tmp_path, brokerName="broker-g", flushDiskType="SYNC_FLUSH")
 
 
 def send_frame(opaque: int, topic: str, queue_id: int, body: bytes, *, born: int, flag: int, props: dict[str, str],
