@@ -183,7 +183,7 @@ class SendProcessor:
             if entry is None:
                 entry = pending[log_id] = (_Put(header.topic, self._topic_bytes(header.topic), header.queue_id, qlog,
                                                 log_id, born_host, self.store_host), [])
-            entry[0].add(cmd.body, header, (header.sys_flag & ~_HOST_FLAGS) | host_flags)
+            entry[0].add(cmd.body, header.flag, props, (header.sys_flag & ~_HOST_FLAGS) | host_flags, header)
             entry[1].append(i)
         self._store_pending(pending, stored, cmds, answers)
         for put, owners, base, durable in stored:
@@ -322,16 +322,15 @@ class SendProcessor:
                 raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"bad batch body: {exc}") from None
             if not items:
                 raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "the batch holds no message")
-            for i, (body, _flag, props) in enumerate(items):
+            for i, (body, flag, props) in enumerate(items):
                 if not body:
                     raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"message {i} of the batch has an empty body")
                 _check_properties(props)
                 if is_prepared(props):  # checked on the decoded messages: no scan of the whole body
                     raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, "transactional messages cannot be sent in a batch")
-            for body, flag, props in items:
-                put.items.append((body, flag, props, sys_flag, header.born_timestamp, header.reconsume_times))
+                put.add(body, flag, props, sys_flag, header)
         else:
-            put.add(cmd.body, header, sys_flag)
+            put.add(cmd.body, header.flag, header.properties, sys_flag, header)
         try:
             base, durable = put.start(broker)  # offsets read and assigned with no await between
         except InvalidBatchError as exc:
@@ -461,13 +460,13 @@ class _Put:
         self.born_host = born_host
         self.store_host = store_host
         self.items: list[StoredItem] = []
-        self.size = 0  # body bytes of the items added with add()
+        self.size = 0  # body bytes of the items
         self.result: AppendResult | None = None
 
-    def add(self, body: bytes, header: SendHeader, sys_flag: int) -> None:
-        """One plain send's message (``sys_flag`` with the host bits of this broker and the peer)."""
-        self.items.append((body, header.flag, header.properties, sys_flag, header.born_timestamp,
-                           header.reconsume_times))
+    def add(self, body: bytes, flag: int, properties: str, sys_flag: int, header: SendHeader) -> None:
+        """One message of a send with ``header`` (``sys_flag`` with the host bits of this broker
+        and the peer)."""
+        self.items.append((body, flag, properties, sys_flag, header.born_timestamp, header.reconsume_times))
         self.size += len(body)
 
     def start(self, broker: Broker) -> tuple[int, asyncio.Future[None] | None]:
