@@ -13,6 +13,10 @@ Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latenc
   send's round trip. Baseline: a raw loop of ``os.write`` of 1 KiB + ``os.fdatasync`` on a file
   in the same directory, measured in the same run (ops/s and its latencies). Goal: tps ratio
   >= 0.5 (a round trip plus an fsync is the floor).
+* ``sync1floor``: that floor, measured: one 1 KiB request at a time over loopback TCP to another
+  process that writes and fdatasyncs each before its 8-byte answer (``tools/fsync_echo.py``:
+  blocking sockets, no framing, no event loop). Baseline: the raw fsync loop. No goal: it shows
+  how much of ``sync1``'s distance from the raw loop the machine itself imposes.
 * ``sync1bp``: ``sync1`` with busy polling (remoting/busypoll.py) opted into on both sides, on
   its own SYNC_FLUSH broker: ``busyPollMicros`` ``--busy-poll-us`` (200) in its broker.conf and
   the producer's ``busy_poll_micros`` ``--client-busy-poll-us`` (1000): each polls its socket for
@@ -95,6 +99,7 @@ from tools import benchkit
 from tools.bench_delay import bench_delay
 from tools.benchkit import Figure, Goal, Stats, cpu_seconds, note, workdir
 from tools.cli_support import parse_args
+from tools.fsync_echo import fsync_echo_rate
 
 MSG_BYTES = 1024
 SCENARIOS = ("sync1", "sync1bp", "sync64", "tx", "batch", "consume", "e2e", "delay", "orderly")
@@ -297,6 +302,11 @@ async def bench_sync(server: Server, rep: Reporter, args: argparse.Namespace, wo
                  "client_busy_poll_micros": server.client_busy_poll_us}
             rep.emit(Figure(f"{name}.tps", tps, "msg/s", raw_ops, Goal("ratio", 0.5), p))
             rep.latency(name, Stats(lat), raw_lat, p)
+            if name == "sync1":
+                floor_ops, floor_lat = await asyncio.to_thread(fsync_echo_rate, work, args.baseline_seconds)
+                p = {"message_bytes": MSG_BYTES, "seconds": args.baseline_seconds}
+                rep.emit(Figure("sync1floor.tps", floor_ops, "msg/s", raw_ops, None, p))
+                rep.latency("sync1floor", Stats(floor_lat), raw_lat, p)
         if "sync64" in args.only:
             lat = []
             start = perf()

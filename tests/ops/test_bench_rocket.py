@@ -12,7 +12,8 @@ from tools import bench
 pytestmark = pytest.mark.slow
 
 KEYS = {"name", "value", "unit", "baseline", "ratio", "goal", "params"}
-EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync16", "tx1", "tx16", "sync1bp", "batch") for m in ("tps", "avg", "p99")] + [
+EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync1floor", "sync16", "tx1", "tx16", "sync1bp", "batch")
+            for m in ("tps", "avg", "p99")] + [
     "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99", "orderly.tps", "delay.avg", "delay.p99"]  # as run_all runs them
 
 
