@@ -111,6 +111,10 @@ class KeyIndex:
         self._pending_numbers = array("q")  # their commit log offsets and store times, two each
         self._dirty_marks: set[int] = set()
         self._task: asyncio.Task[None] | None = None
+        # Appends to index later (add_later): (topic, properties of each message, commit log
+        # offset of the first, store time, queue log id, its end offset), in the order stored.
+        self._later: list[tuple[str, list[str], int, int, int, int]] = []
+        self._drain_scheduled = False
 
     async def open(self, queue_logs: Iterable[tuple[str, Log, int]]) -> int:
         """Load the index and re-index what it misses. Returns messages re-indexed."""
@@ -175,12 +179,46 @@ class KeyIndex:
 
     # -- updates (called on the send path: no IO here) ----------------------------------------
 
+    def add_later(self, topic: str, properties: list[str], first: int, store_ts: int, log_id: int, below: int) -> None:
+        """Index an append's messages (encoded ``properties`` of each, at commit log offsets
+        from ``first``) and :meth:`mark` its queue log below ``below``, later: when
+        :meth:`drain_soon`'s callback runs, or first thing in any other call that reads or
+        changes the index, whichever comes first; appends in the order added. The send path
+        adds here while it stores and drains once its answers are written, so the index is
+        not between a round's fsync and the answers (64 sync senders: +3-9% msg/s), and a
+        request read after an answer finds the message indexed."""
+        self._later.append((topic, properties, first, store_ts, log_id, below))
+
+    def drain_soon(self) -> None:
+        if self._later and not self._drain_scheduled:
+            self._drain_scheduled = True
+            asyncio.get_running_loop().call_soon(self._drained)
+
+    def _drained(self) -> None:
+        self._drain_scheduled = False
+        self._drain()
+
+    def _drain(self) -> None:
+        later, self._later = self._later, []
+        for topic, properties, first, store_ts, log_id, below in later:
+            keys: list[str] = []
+            offsets: list[int] = []
+            for i, props in enumerate(properties):
+                add_index_keys_of(topic, props, first + i, keys, offsets)
+            self._add_many(keys, offsets, store_ts)
+            self._mark(log_id, below)
+
     def add(self, keys: list[str], phys: int, store_ts: int) -> None:
         self.add_many(keys, [phys] * len(keys), store_ts)
 
     def add_many(self, keys: list[str], offsets: list[int], store_ts: int) -> None:
         """Index ``keys[i]`` at commit log offset ``offsets[i]``, all stored at ``store_ts``
-        (one call for an append's messages: this runs for every message sent)."""
+        (one call for an append's messages)."""
+        if self._later:
+            self._drain()
+        self._add_many(keys, offsets, store_ts)
+
+    def _add_many(self, keys: list[str], offsets: list[int], store_ts: int) -> None:
         if not keys:
             return
         chunk = self._chunks[-1] if self._chunks else None
@@ -236,10 +274,17 @@ class KeyIndex:
                 drop = 0
 
     def __len__(self) -> int:
+        if self._later:
+            self._drain()
         return self._count
 
     def mark(self, log_id: int, below: int) -> None:
         """Queue log ``log_id`` is indexed below queue offset ``below``."""
+        if self._later:
+            self._drain()
+        self._mark(log_id, below)
+
+    def _mark(self, log_id: int, below: int) -> None:
         if below > self._watermarks.get(log_id, 0):
             self._watermarks[log_id] = below
             self._dirty_marks.add(log_id)
@@ -247,6 +292,8 @@ class KeyIndex:
     def lookup(self, key: str, begin_ms: int, end_ms: int, max_num: int) -> list[int]:
         """Commit log offsets of messages that may have this key (check them), stored in
         [begin_ms, end_ms], newest first."""
+        if self._later:
+            self._drain()
         limit = max(1, min(max_num, RESULTS_MAX))
         needle = _HASH.pack(hash(key))
         hits: list[int] = []
@@ -271,6 +318,8 @@ class KeyIndex:
     # -- persistence -----------------------------------------------------------------------------
 
     async def flush(self) -> None:
+        if self._later:
+            self._drain()
         if self._log is None or not (self._pending_keys or self._dirty_marks):
             return
         keys, numbers = self._pending_keys, self._pending_numbers

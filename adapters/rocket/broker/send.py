@@ -43,7 +43,6 @@ from logstore.errors import InvalidBatchError
 from .config import SYNC_MASTER
 from .consumers import BadRequest
 from .delay import may_be_scheduled
-from .keyindex import add_index_keys_of
 from .queues import encode_commitlog_offset
 from .topics import (
     DLQ_GROUP_TOPIC_PREFIX,
@@ -149,7 +148,14 @@ class SendProcessor:
         and wait for one group-commit round together; each is still its own record, with its
         own offsets, message id and answer. A send to a topic still to be created, a
         transactional, scheduled or retry send, and one with WAIT=false go alone, as :meth:`send`
-        takes them. Sends start in the order read."""
+        takes them. Sends start in the order read. The stored messages are indexed by key
+        once the answers are written (``KeyIndex.add_later``)."""
+        try:
+            return await self._send_group(conn, cmds)
+        finally:
+            self.broker.key_index.drain_soon()
+
+    async def _send_group(self, conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
         broker = self.broker
         answers: list[RemotingCommand | None] = [None] * len(cmds)
         pending: dict[int, tuple[_Put, list[int]]] = {}  # by log id: the sends to one queue not yet stored
@@ -337,6 +343,7 @@ class SendProcessor:
             raise SendRefused(ResponseCode.MESSAGE_ILLEGAL, f"the batch is too large: {exc}") from None
         except LogFailedError as exc:
             return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
+        broker.key_index.drain_soon()
         code: int = ResponseCode.SUCCESS
         remark = None
         if ((durable is not None or broker.config.broker_role == SYNC_MASTER)
@@ -487,13 +494,8 @@ class _Put:
         if len(data) > qlog.config.batch_bytes_max:
             raise InvalidBatchError(f"stored batch of {len(data)} bytes exceeds {qlog.config.batch_bytes_max}")
         self.result, durable = qlog.start_append(data)  # assigns exactly the offsets used above
-        keys: list[str] = []
-        offsets: list[int] = []
-        topic = self.topic
-        for i, item in enumerate(items):
-            add_index_keys_of(topic, item[2], first + i, keys, offsets)
-        broker.key_index.add_many(keys, offsets, store_ts)
-        broker.key_index.mark(self.log_id, base + len(items))
+        broker.key_index.add_later(self.topic, [item[2] for item in items], first, store_ts, self.log_id,
+                                   base + len(items))  # the caller drains it once it has answered
         return base, durable
 
     def check_acknowledged(self) -> None:

@@ -10,6 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters.rocket.broker.keyindex import RESULTS_MAX, KeyIndex
+from adapters.rocket.message import PROPERTY_KEYS, PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX
+from adapters.rocket.remoting.command import encode_properties
 from logstore import LogConfig, SimClock, SimIO, Store
 
 CONFIG = LogConfig(flush="async")
@@ -91,6 +93,36 @@ def test_appends_across_chunks_keep_the_newest_half_past_the_bound(entries_max: 
         assert len(index) == count
         for i, key in enumerate(added):
             assert index.lookup(key, 0, 10, 5) == ([1000 + i] if key in held else [])
+        await index.close()
+        await store.close()
+
+    asyncio.run(body())
+
+
+def test_entries_added_later_are_indexed_in_order_before_anything_reads_or_persists() -> None:
+    """add_later keeps an append's keys and mark aside; drain_soon's callback, or any other
+    call first (a lookup, an add, a mark, a flush), indexes them in the order added."""
+    def props(uniq: str, keys: str) -> str:
+        return encode_properties({PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX: uniq, PROPERTY_KEYS: keys})
+
+    async def body() -> None:
+        io = SimIO()
+        store, index = await open_index(io)
+        index.add_later("T", [props("U1", "a b"), props("U2", "b")], 500, 7, log_id=3, below=12)
+        assert index._count == 0  # nothing indexed yet
+        assert index.lookup("T#b", 0, 100, 10) == [501, 500]  # the lookup drained first
+        assert index.lookup("T#U2", 0, 100, 10) == [501]
+        index.add_later("T", [props("U3", "a")], 502, 8, log_id=3, below=13)
+        index.drain_soon()
+        index.drain_soon()  # one callback
+        await asyncio.sleep(0)
+        assert index._count == 7 and index._watermarks[3] == 13  # U1 a b, U2 b, U3 a
+        index.add_later("T", [props("U4", "c")], 503, 9, log_id=3, below=14)
+        await index.close()  # the flush drains first: entries and mark persist
+        await store.close()
+        store, index = await open_index(io)
+        assert index.lookup("T#c", 0, 100, 10) == [503] and index.lookup("T#a", 0, 100, 10) == [502, 500]
+        assert index._watermarks[3] == 14
         await index.close()
         await store.close()
 
