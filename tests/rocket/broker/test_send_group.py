@@ -103,3 +103,28 @@ async def test_sends_read_together_are_one_append_a_queue_each_its_own_record(sy
                                                           "beginTimestamp": 0, "endTimestamp": 2**62})
     assert resp.code == 0 and b"k8" in resp.body and b"k10" not in resp.body and b"k13" not in resp.body
     await driver.close()
+
+
+async def test_large_sends_in_one_write_keep_their_order_across_reads(sync_serve: ServeProcess) -> None:
+    """Five 60 KiB sends to one queue in one write (300 KiB: more than one read of the broker,
+    so groups end inside frames) are stored in the order written, each whole."""
+    driver = Driver(sync_serve)
+    await driver.create_topic("TB", 1)
+    bodies = [bytes([i]) * (60 * 1024) for i in range(1, 6)]
+    frames = b"".join(send_frame(i, "TB", 0, body, born=1, flag=0, props={"n": str(i)})
+                      for i, body in enumerate(bodies, start=1))
+    peer = await RawPeer.open(sync_serve.broker_port)
+    try:
+        await peer.send(frames)
+        answers = {c.opaque: c for c in [await peer.read_command() for _ in bodies]}
+    finally:
+        await peer.close()
+    assert [(answers[i].code, answers[i].ext_fields["queueOffset"]) for i in range(1, 6)] == [
+        (0, str(i - 1)) for i in range(1, 6)]
+    got: list[Message] = []
+    while len(got) < len(bodies):
+        _, more = await driver.pull("TB", 0, len(got))
+        assert more
+        got += more
+    assert [m.body for m in got] == bodies
+    await driver.close()
