@@ -8,10 +8,10 @@ the write permission -> NO_PERMISSION.
 An append is one opaque batch: the messages in stored form with their queue offsets and commit
 log offsets filled in. It holds one send, a batch send's messages, or the plain sends to one
 queue read together from one connection (``send_group``: with 64 sync senders on one connection,
-20.4-21.1k msg/s against 16.6-17.6k one append a send, the broker's CPU a message 53 -> 37 us). Offsets are read from ``log.assigned_offset`` right before ``log.append``
-with no await in between (append takes them synchronously). Under SYNC_FLUSH an append not
-durable within syncFlushTimeout answers FLUSH_DISK_TIMEOUT (stored, durability not confirmed),
-as RocketMQ does; ``WAIT=false`` answers without waiting for the flush. On a SYNC_MASTER the
+20.4-21.1k msg/s against 16.6-17.6k one append a send, the broker's CPU a message 53 -> 37 us).
+Offsets are read from ``log.assigned_offset`` right before ``log.append`` with no await in
+between (append takes them synchronously). Under SYNC_FLUSH an append not durable within
+syncFlushTimeout answers FLUSH_DISK_TIMEOUT (stored, durability not confirmed), as RocketMQ does; ``WAIT=false`` answers without waiting for the flush. On a SYNC_MASTER the
 send then waits for the group's in-sync slaves (``ha.py``): FLUSH_SLAVE_TIMEOUT or
 SLAVE_NOT_AVAILABLE when they do not confirm (the message is stored on the master either way).
 """
@@ -36,6 +36,7 @@ from adapters.rocket.message import (
 )
 from adapters.rocket.remoting import Connection, RemotingCommand, RequestCode, ResponseCode
 from adapters.rocket.remoting.command import property_value
+from adapters.rocket.remoting.connection import handler_failed
 from logstore import AppendResult, Log, LogFailedError
 from logstore.batch import build_opaque_batch
 from logstore.errors import InvalidBatchError
@@ -205,8 +206,7 @@ class SendProcessor:
             try:
                 answers[i] = await handled
             except Exception as exc:  # the others' answers still go out
-                log.error("send failed on %s", conn.remote_addr, exc_info=exc)
-                answers[i] = cmds[i].make_response(ResponseCode.SYSTEM_ERROR, f"handler failed: {type(exc).__name__}: {exc}")
+                answers[i] = handler_failed(conn, cmds[i], exc)
         return answers
 
     def _store_pending(self, pending: dict[int, tuple[_Put, list[int]]],

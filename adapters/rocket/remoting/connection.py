@@ -229,7 +229,7 @@ class Connection:
         try:
             response = await self._dispatch(self, cmd)
         except Exception as exc:
-            response = self._handler_failed(cmd, exc)
+            response = handler_failed(self, cmd, exc)
         finally:
             self._in_flight -= 1
         try:
@@ -245,7 +245,7 @@ class Connection:
             if len(responses) != len(cmds):
                 raise RuntimeError(f"{len(responses)} answers to {len(cmds)} requests")
         except Exception as exc:
-            responses = [self._handler_failed(cmd, exc) for cmd in cmds]
+            responses = [handler_failed(self, cmd, exc) for cmd in cmds]
         finally:
             self._in_flight -= len(cmds)
         over = False
@@ -258,10 +258,6 @@ class Connection:
                 await self._drain()
         except RemotingClosedError:
             pass
-
-    def _handler_failed(self, cmd: RemotingCommand, exc: Exception) -> RemotingCommand:
-        log.error("handler for code %d failed on %s", cmd.code, self.remote_addr, exc_info=exc)
-        return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"handler failed: {type(exc).__name__}: {exc}")
 
     def _answer(self, cmd: RemotingCommand, response: RemotingCommand | None) -> bool:
         """Queue the answer to ``cmd`` (none to a oneway request); whether the transport is
@@ -402,6 +398,12 @@ class Connection:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def handler_failed(conn: Connection, cmd: RemotingCommand, exc: BaseException) -> RemotingCommand:
+    """The SYSTEM_ERROR answer to a request whose handler raised ``exc`` (logged)."""
+    log.error("handler for code %d failed on %s", cmd.code, conn.remote_addr, exc_info=exc)
+    return cmd.make_response(ResponseCode.SYSTEM_ERROR, f"handler failed: {type(exc).__name__}: {exc}")
 
 
 class _Expired(Exception):

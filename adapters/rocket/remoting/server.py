@@ -16,7 +16,14 @@ from collections.abc import Awaitable, Callable, Iterable
 from .busypoll import BusyPoll
 from .codes import ResponseCode
 from .command import FRAME_BYTES_MAX, RemotingCommand
-from .connection import PENDING_REQUESTS_MAX, Connection, GroupHandler, Handler, OpaqueCounter
+from .connection import (
+    PENDING_REQUESTS_MAX,
+    Connection,
+    GroupHandler,
+    Handler,
+    OpaqueCounter,
+    handler_failed,
+)
 
 log = logging.getLogger(__name__)
 
@@ -183,8 +190,8 @@ async def _each(dispatch: Handler, conn: Connection, cmds: list[RemotingCommand]
     """The answers of the requests' own handlers, run concurrently (one failing does not fail
     the others' answers)."""
     answers = await asyncio.gather(*(dispatch(conn, cmd) for cmd in cmds), return_exceptions=True)
-    return [cmd.make_response(ResponseCode.SYSTEM_ERROR, f"handler failed: {type(a).__name__}: {a}")
-            if isinstance(a, BaseException) else a for cmd, a in zip(cmds, answers, strict=True)]
+    return [handler_failed(conn, cmd, a) if isinstance(a, BaseException) else a
+            for cmd, a in zip(cmds, answers, strict=True)]
 
 
 async def _answered(response: RemotingCommand) -> RemotingCommand:
