@@ -139,12 +139,13 @@ _Pending = tuple[Log, list[Buffer], int, int, int]
 class _Queued:
     """The sync appends of one future round: they share one future."""
 
-    __slots__ = ("appends", "future", "records")
+    __slots__ = ("appends", "future", "on_durable", "records")
 
     def __init__(self, future: asyncio.Future[None]) -> None:
         self.appends: list[_Pending] = []
         self.future = future
         self.records = 0  # records of the appends (an append may carry many)
+        self.on_durable: list[Callable[[], None]] = []  # Store.when_durable
 
 
 class Store:
@@ -550,6 +551,20 @@ class Store:
         queued.records += records
         return queued.future
 
+    def when_durable(self, future: asyncio.Future[None], callback: Callable[[], None]) -> bool:
+        """Call ``callback()`` on the loop's thread as soon as the round of ``future`` (from
+        :meth:`enqueue_sync`, that round not yet started) is durable: right after its journal
+        fsync returned and every earlier round is acknowledged, before its segment writes and
+        before its logs' committed offsets move (so an answer can be on its way while they are
+        written; the appends are not yet visible to readers, nor checked: a log that failed
+        meanwhile still fails its appends when ``future`` resolves). Not called for a round that
+        fails. False if the round has already started (wait for ``future`` instead)."""
+        for queued in reversed(self._batches):
+            if queued.future is future:
+                queued.on_durable.append(callback)
+                return True
+        return False
+
     def note_async_write(self, log: Log) -> None:
         if log.unflushed_bytes >= log.config.flush_interval_bytes:
             self._flush_due.add(log)
@@ -699,7 +714,7 @@ class Store:
         order."""
         async with self._round_lock:
             queued = self._batches.popleft()
-            queue, future = queued.appends, queued.future
+            queue, future, on_durable = queued.appends, queued.future, queued.on_durable
             assert self.journal is not None
             journal = self.journal
             nbytes = 0
@@ -749,6 +764,8 @@ class Store:
                 except OSError as exc:
                     self._fail_store(exc, future)
                     return
+                if inline and on_durable:
+                    _call_each(on_durable)
                 if ring is not None and not inline:
                     synced = self._ring_fdatasync(ring, journal)
             else:
@@ -767,7 +784,8 @@ class Store:
                 self._finish_round(future, marks, len(queue))
                 return
             previous = self._inflight[-1] if self._inflight else None
-            self._inflight.append(asyncio.ensure_future(self._acknowledge(previous, synced, future, marks, len(queue))))
+            self._inflight.append(asyncio.ensure_future(
+                self._acknowledge(previous, synced, future, marks, len(queue), on_durable)))
 
     def _may_inline(self, appends: int, records: int) -> bool:
         """Whether a round of ``appends`` (carrying ``records``) writes and fsyncs on the loop's
@@ -810,6 +828,7 @@ class Store:
     async def _acknowledge(
         self, previous: asyncio.Task[None] | None, synced: asyncio.Future[None],
         future: asyncio.Future[None], marks: list[tuple[Log, int, int, int]], appends: int,
+        on_durable: list[Callable[[], None]],
     ) -> None:
         """Acknowledge a round once its fsync returned and every earlier round is acknowledged.
         A round after a failed one is never acknowledged: the failed fsync may have lost the
@@ -823,6 +842,8 @@ class Store:
         if previous is not None:
             await previous
         if ok:
+            if on_durable and self.failure is None:
+                _call_each(on_durable)
             self._finish_round(future, marks, appends)
 
     def _finish_round(self, future: asyncio.Future[None], marks: list[tuple[Log, int, int, int]], appends: int) -> None:
@@ -871,3 +892,11 @@ class Store:
                     if log.failure is None:
                         await log.apply_retention()
 
+
+def _call_each(callbacks: list[Callable[[], None]]) -> None:
+    """Run ``Store.when_durable`` callbacks; one that raises is logged and the others still run."""
+    for callback in callbacks:
+        try:
+            callback()
+        except Exception:
+            logger.exception("a durable-round callback failed")

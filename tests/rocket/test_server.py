@@ -12,7 +12,9 @@ import orjson
 import pytest
 
 from adapters.rocket.remoting import (
+    LATER,
     Connection,
+    Later,
     RemotingClient,
     RemotingClosedError,
     RemotingCommand,
@@ -463,3 +465,61 @@ async def test_grouped_requests_count_against_the_pending_limit() -> None:
         await peer.send(_burst([GROUPED]))  # the limit is free again
         assert (await peer.read_command()).code == ResponseCode.SUCCESS
         await peer.close()
+
+
+async def test_a_group_taken_at_once_answers_now_or_later_and_counts_until_answered() -> None:
+    """``now`` sees each group first, with no task: it answers some requests at once, takes
+    others as LATER (answered through ``Connection.reply``, and pending until then), or
+    declines the group, which then goes to the group handler."""
+    later: list[tuple[Connection, list[RemotingCommand]]] = []
+    seen: list[str] = []
+
+    def now(conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | Later | None] | None:
+        seen.append(",".join(c.ext_fields["i"] for c in cmds))
+        if len(cmds) == 1:
+            return None  # declined
+        later.append((conn, cmds[1:]))
+        return [cmds[0].make_response(ResponseCode.SUCCESS, ext_fields={"by": "now"}), *[LATER] * (len(cmds) - 1)]
+
+    async def group(conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
+        return [c.make_response(ResponseCode.SUCCESS, ext_fields={"by": "group"}) for c in cmds]
+
+    async with running_server(pending_requests_max=3) as server:
+        server.register_group([GROUPED], group, now)
+        peer = await RawPeer.open(server.port)
+        await peer.send(_burst([GROUPED, GROUPED, GROUPED]))
+        first = await peer.read_command()
+        assert (first.opaque, first.ext_fields["by"]) == (1, "now")
+        await peer.send(_burst([GROUPED, GROUPED]))  # 2 and 3 still pending: one more fits, not two
+        busy = await peer.read_command()
+        assert busy.code == ResponseCode.SYSTEM_BUSY
+        conn, cmds = later.pop()
+        conn.reply(cmds, [c.make_response(ResponseCode.SUCCESS, ext_fields={"by": "reply"}) for c in cmds])
+        answers = {c.opaque: c for c in [await peer.read_command() for _ in range(3)]}
+        # The second burst's first request (opaque 1 again) was a group of one: declined, so
+        # the group handler answered it.
+        assert sorted((o, a.ext_fields["by"]) for o, a in answers.items()) == [(1, "group"), (2, "reply"), (3, "reply")]
+        assert seen == ["1,2,3", "1"]
+        await peer.send(_burst([GROUPED, GROUPED, GROUPED]))  # nothing pending now: all three fit
+        assert sorted([(await peer.read_command()).opaque for _ in range(1)]) == [1]
+        conn, cmds = later.pop()
+        conn.reply(cmds, [c.make_response(ResponseCode.SUCCESS) for c in cmds])
+        assert sorted([(await peer.read_command()).code for _ in range(2)]) == [0, 0]
+        await peer.close()
+
+
+async def test_a_failing_now_answers_each_request_with_system_error() -> None:
+    def now(conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | Later | None] | None:
+        raise RuntimeError("now exploded")
+
+    async def group(conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
+        raise AssertionError("not reached: now did not decline")
+
+    async with running_server() as server:
+        server.register_group([GROUPED], group, now)
+        peer = await RawPeer.open(server.port)
+        await peer.send(_burst([GROUPED, GROUPED]))
+        answers = [await peer.read_command() for _ in range(2)]
+        assert sorted((a.opaque, a.code) for a in answers) == [(1, ResponseCode.SYSTEM_ERROR), (2, ResponseCode.SYSTEM_ERROR)]
+        await peer.close()
+        await assert_serves_others(server)

@@ -155,6 +155,7 @@ class AdminProcessor:
             "consumerOffsetSaves": str(b.offsets.saves),
             "storeGroupCommitRounds": str(b.store.rounds), "storeGroupCommitAppends": str(b.store.round_appends),
             "storeGroupCommitInlineRounds": str(b.store.inline_rounds), "storeGroupCommitRingRounds": str(b.store.ring_rounds),
+            "sendGroupsAnsweredByRound": str(b.send.groups_now),
             **b.role.status(),
         }
         return cmd.make_response(ResponseCode.SUCCESS, body=orjson.dumps({"table": table}))

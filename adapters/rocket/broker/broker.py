@@ -193,7 +193,7 @@ class Broker:
             self.server.register(code, fn if fn in unwrapped else _refusing_bad_requests(fn))
         # A master stores the plain sends of one read together (send.py); a slave refuses each.
         self.server.register_group((RequestCode.SEND_MESSAGE, RequestCode.SEND_MESSAGE_V2),
-                                   None if self.config.is_slave else s.send_group)
+                                   None if self.config.is_slave else s.send_group, s.send_group_now)
 
     # -- topic lifecycle (used by processors) ------------------------------------------------------
 

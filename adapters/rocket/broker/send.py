@@ -21,6 +21,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -34,7 +36,14 @@ from adapters.rocket.message import (
     encode_host,
     encode_stored_many,
 )
-from adapters.rocket.remoting import Connection, RemotingCommand, RequestCode, ResponseCode
+from adapters.rocket.remoting import (
+    LATER,
+    Connection,
+    Later,
+    RemotingCommand,
+    RequestCode,
+    ResponseCode,
+)
 from adapters.rocket.remoting.command import property_value
 from adapters.rocket.remoting.connection import handler_failed
 from logstore import AppendResult, Log, LogFailedError
@@ -133,6 +142,7 @@ class SendProcessor:
         self._gates: dict[asyncio.Future[None], asyncio.Future[bool]] = {}
         self._valid_topics: set[str] = set()  # names that passed check_topic_name and are not system topics
         self.puts = 0
+        self.groups_now = 0  # groups send_group_now took (no task of their own)
 
     async def send(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         return await self._handle(conn, cmd, v2=False, batch=False)
@@ -142,6 +152,60 @@ class SendProcessor:
 
     async def send_batch(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         return await self._handle(conn, cmd, v2=True, batch=True)
+
+    def send_group_now(self, conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | Later | None] | None:
+        """:meth:`send_group` with no task of its own, for a group of plain sends only (the
+        remoting server's ``group_now``): each send is answered now, or LATER by the group-commit
+        round itself once its journal fsync returned (``Store.when_durable``, before the round's
+        segment writes), or when the round fails or syncFlushTimeout passes. None (the group
+        goes to :meth:`send_group`) when a send must go alone and on a SYNC_MASTER, which waits
+        for its slaves."""
+        broker = self.broker
+        if broker.config.broker_role == SYNC_MASTER:
+            return None
+        checked: list[tuple[SendHeader, tuple[Log, int]] | SendRefused] = []
+        for cmd in cmds:
+            try:
+                header = SendHeader.parse(cmd.ext_fields, cmd.code == RequestCode.SEND_MESSAGE_V2)
+                found = self._grouped_queue(header, self._check(header, cmd.body))
+            except SendRefused as exc:
+                checked.append(exc)
+                continue
+            if found is None:
+                return None
+            checked.append((header, found))
+        answers: list[RemotingCommand | Later | None] = [None] * len(cmds)
+        refused: list[RemotingCommand | None] = [None] * len(cmds)
+        pending: dict[int, tuple[_Put, list[int]]] = {}
+        stored: list[tuple[_Put, list[int], int, asyncio.Future[None] | None]] = []
+        born_host, host_flags = self._born_host(conn.remote_addr)
+        for i, item in enumerate(checked):
+            if isinstance(item, SendRefused):
+                answers[i] = cmds[i].make_response(item.code, item.remark)
+            else:
+                self._group_put(pending, stored, cmds, refused, i, item[0], item[1], born_host, host_flags)
+        self._store_pending(pending, stored, cmds, refused)
+        for i, answer in enumerate(refused):
+            if answer is not None:
+                answers[i] = answer
+        rounds: dict[asyncio.Future[None], _Waiting] = {}  # the appends of one round are answered together
+        for put, owners, base, durable in stored:
+            mine = [cmds[i] for i in owners]
+            if durable is None:  # an async log: stored and visible already
+                for i, answer in zip(owners, self._answers(mine, ResponseCode.SUCCESS, None, put, base), strict=True):
+                    answers[i] = answer
+                continue
+            waiting = rounds.get(durable)
+            if waiting is None:
+                waiting = rounds[durable] = _Waiting(self, conn)
+                broker.store.when_durable(durable, waiting.durable)
+                self._flush_gate(durable).add_done_callback(waiting.settled)
+            waiting.entries.append((put, mine, base))
+            for i in owners:
+                answers[i] = LATER
+        broker.key_index.drain_soon()  # only after the answers are out (their rounds' callbacks)
+        self.groups_now += 1
+        return answers
 
     async def send_group(self, conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
         """SEND_MESSAGE and SEND_MESSAGE_V2 requests read together from one connection (the
@@ -156,8 +220,36 @@ class SendProcessor:
         finally:
             self.broker.key_index.drain_soon()
 
+    def _grouped_queue(self, header: SendHeader, topic_config: TopicConfig | None) -> tuple[Log, int] | None:
+        """The queue log (and its id) a checked send is stored in with the others read with
+        it; None for one that goes alone."""
+        if topic_config is None:
+            return None
+        props = header.properties
+        if (is_prepared(props) or header.topic.startswith(RETRY_GROUP_TOPIC_PREFIX) or may_be_scheduled(props)
+                or property_value(props, PROPERTY_WAIT_STORE_MSG_OK) == "false"):
+            return None
+        return self.broker.queues.get(header.topic, header.queue_id)
+
+    def _group_put(self, pending: dict[int, tuple[_Put, list[int]]],
+                   stored: list[tuple[_Put, list[int], int, asyncio.Future[None] | None]],
+                   cmds: list[RemotingCommand], answers: list[RemotingCommand | None], i: int,
+                   header: SendHeader, found: tuple[Log, int], born_host: bytes, host_flags: int) -> None:
+        """Add send ``i`` to its queue's pending append (storing that append first when the
+        send would make it too large)."""
+        qlog, log_id = found
+        entry = pending.get(log_id)
+        body = cmds[i].body
+        if entry is not None and entry[0].size + len(body) > min(GROUP_BYTES_MAX, qlog.config.batch_bytes_max // 2):
+            self._store_pending({log_id: pending.pop(log_id)}, stored, cmds, answers)
+            entry = None
+        if entry is None:
+            entry = pending[log_id] = (_Put(header.topic, self._topic_bytes(header.topic), header.queue_id, qlog,
+                                            log_id, born_host, self.store_host), [])
+        entry[0].add(body, header.flag, header.properties, (header.sys_flag & ~_HOST_FLAGS) | host_flags, header)
+        entry[1].append(i)
+
     async def _send_group(self, conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
-        broker = self.broker
         answers: list[RemotingCommand | None] = [None] * len(cmds)
         pending: dict[int, tuple[_Put, list[int]]] = {}  # by log id: the sends to one queue not yet stored
         stored: list[tuple[_Put, list[int], int, asyncio.Future[None] | None]] = []
@@ -171,10 +263,8 @@ class SendProcessor:
             except SendRefused as exc:
                 answers[i] = cmd.make_response(exc.code, exc.remark)
                 continue
-            props = header.properties
-            found = None if topic_config is None else broker.queues.get(header.topic, header.queue_id)
-            if (found is None or is_prepared(props) or header.topic.startswith(RETRY_GROUP_TOPIC_PREFIX)
-                    or may_be_scheduled(props) or property_value(props, PROPERTY_WAIT_STORE_MSG_OK) == "false"):
+            found = self._grouped_queue(header, topic_config)
+            if found is None:
                 self._store_pending(pending, stored, cmds, answers)  # the sends read before it go first
                 alone.append((i, asyncio.ensure_future(self._handle_checked(conn, cmd, header, topic_config, False))))
                 yield_first = True
@@ -182,32 +272,29 @@ class SendProcessor:
             if yield_first:  # the sends started alone run (up to their first wait) before this one
                 yield_first = False
                 await asyncio.sleep(0)
-            qlog, log_id = found
-            entry = pending.get(log_id)
-            if entry is not None and entry[0].size + len(cmd.body) > min(GROUP_BYTES_MAX, qlog.config.batch_bytes_max // 2):
-                self._store_pending({log_id: pending.pop(log_id)}, stored, cmds, answers)
-                entry = None
-            if entry is None:
-                entry = pending[log_id] = (_Put(header.topic, self._topic_bytes(header.topic), header.queue_id, qlog,
-                                                log_id, born_host, self.store_host), [])
-            entry[0].add(cmd.body, header.flag, props, (header.sys_flag & ~_HOST_FLAGS) | host_flags, header)
-            entry[1].append(i)
+            self._group_put(pending, stored, cmds, answers, i, header, found, born_host, host_flags)
         self._store_pending(pending, stored, cmds, answers)
         for put, owners, base, durable in stored:
+            mine = [cmds[i] for i in owners]
             try:
                 code, remark = await self._acknowledged(put, durable, base)
             except LogFailedError as exc:
                 for i in owners:
                     answers[i] = cmds[i].make_response(ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}")
                 continue
-            for j, i in enumerate(owners):
-                answers[i] = self._answer(cmds[i], code, remark, put.queue_id, put.log_id, base + j, 1)
+            for i, answer in zip(owners, self._answers(mine, code, remark, put, base), strict=True):
+                answers[i] = answer
         for i, handled in alone:
             try:
                 answers[i] = await handled
             except Exception as exc:  # the others' answers still go out
                 answers[i] = handler_failed(conn, cmds[i], exc)
         return answers
+
+    def _answers(self, cmds: list[RemotingCommand], code: int, remark: str | None, put: _Put,
+                 base: int) -> list[RemotingCommand | None]:
+        """The answers to grouped sends ``cmds``, stored by ``put`` from queue offset ``base`` on."""
+        return [self._answer(cmd, code, remark, put.queue_id, put.log_id, base + j, 1) for j, cmd in enumerate(cmds)]
 
     def _store_pending(self, pending: dict[int, tuple[_Put, list[int]]],
                        stored: list[tuple[_Put, list[int], int, asyncio.Future[None] | None]],
@@ -446,6 +533,75 @@ def _check_properties(properties: str) -> None:
 def _log_round_failure(fut: asyncio.Future[None]) -> None:
     if not fut.cancelled() and fut.exception() is not None:
         log.error("append not waited for failed: %s", fut.exception())
+
+
+class _Waiting:
+    """Grouped sends of one connection waiting for one group-commit round, an append a queue
+    (:meth:`SendProcessor.send_group_now`): each append's sends are answered once, by
+    whichever comes first of the round's durable callback, its failure, or syncFlushTimeout;
+    the answers given together go out in one write."""
+
+    __slots__ = ("conn", "deadline", "entries", "processor")
+
+    def __init__(self, processor: SendProcessor, conn: Connection) -> None:
+        self.processor = processor
+        self.conn = conn
+        self.entries: list[tuple[_Put, list[RemotingCommand], int]] = []  # not answered yet
+        # The clock, not the loop's cached time: a round may fsync on the loop's thread.
+        self.deadline = time.monotonic() + processor.broker.config.sync_flush_timeout / 1000
+
+    def durable(self) -> None:
+        """``Store.when_durable``: journaled and fsynced; the logs commit right after. An
+        append whose log failed meanwhile is left to :meth:`settled`, which then fails its sends."""
+        if time.monotonic() < self.deadline:
+            code, remark = ResponseCode.SUCCESS, None
+        else:  # durable, but later than syncFlushTimeout: what the sends were told to wait for
+            code, remark = ResponseCode.FLUSH_DISK_TIMEOUT, "flush disk timeout"
+        self._reply(lambda put: None if put.qlog.failure is not None else (code, remark))
+
+    def settled(self, gate: asyncio.Future[bool]) -> None:
+        """The flush gate: the round acknowledged (True), syncFlushTimeout passed (False) or the
+        round failed."""
+        if not self.entries:
+            return
+        exc = gate.exception()
+        timed_out = exc is None and not gate.result()
+
+        def outcome(put: _Put) -> tuple[int, str | None]:
+            if exc is not None:
+                return ResponseCode.SYSTEM_ERROR, f"the store failed: {exc}"
+            if timed_out:
+                return ResponseCode.FLUSH_DISK_TIMEOUT, "flush disk timeout"
+            try:
+                put.check_acknowledged()
+            except LogFailedError as failed:
+                return ResponseCode.SYSTEM_ERROR, f"the store failed: {failed}"
+            return ResponseCode.SUCCESS, None
+
+        self._reply(outcome)
+
+    def _reply(self, outcome: Callable[[_Put], tuple[int, str | None] | None]) -> None:
+        """Answer each waiting append whose ``outcome`` is known now (None: not yet)."""
+        cmds: list[RemotingCommand] = []
+        responses: list[RemotingCommand | None] = []
+        waiting = []
+        processor = self.processor
+        for entry in self.entries:
+            put, mine, base = entry
+            known = outcome(put)
+            if known is None:
+                waiting.append(entry)
+                continue
+            code, remark = known
+            cmds += mine
+            if code == ResponseCode.SYSTEM_ERROR:
+                responses += [cmd.make_response(code, remark) for cmd in mine]
+            else:
+                responses += processor._answers(mine, code, remark, put, base)
+        self.entries = waiting
+        if cmds:
+            self.conn.reply(cmds, responses)
+            processor.broker.key_index.drain_soon()
 
 
 class _Put:

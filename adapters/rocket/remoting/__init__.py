@@ -18,7 +18,7 @@ from .command import (
     encode_frame,
     encode_properties,
 )
-from .connection import Connection, GroupHandler, Handler
+from .connection import LATER, Connection, GroupHandler, GroupNow, Handler, Later
 from .errors import (
     FrameError,
     HeaderError,
@@ -34,13 +34,16 @@ __all__ = [
     "FLAG_ONEWAY",
     "FLAG_RESPONSE",
     "FRAME_BYTES_MAX",
+    "LATER",
     "PROMOTE_SLAVE",
     "Connection",
     "FrameError",
     "GroupHandler",
+    "GroupNow",
     "Handler",
     "HeaderError",
     "LanguageCode",
+    "Later",
     "RemotingClient",
     "RemotingClosedError",
     "RemotingCommand",

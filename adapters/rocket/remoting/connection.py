@@ -8,6 +8,9 @@ Requests whose code is in ``group_codes`` are handed on together: those of one r
 FRAMES_PER_TURN) go to ``group_dispatch`` as one list, in one task, which answers each of them
 (the broker's send path stores a read's sends to one queue as one append). A request of any
 other code hands on the group read before it first, so requests start in the order they came.
+``group_now``, if given, sees the list first, on the reading task with no task of its own: it
+may take the whole group (answering each request now, or ``LATER`` through :meth:`Connection.reply`)
+or decline it (None: then ``group_dispatch`` takes it).
 
 Limits: a frame is at most ``frame_bytes_max`` bytes (the read buffer never holds more than one
 frame), at most ``pending_requests_max`` incoming requests are handled at once (more are
@@ -18,9 +21,10 @@ answered SYSTEM_BUSY, so responses to our own requests are always still read), a
 from __future__ import annotations
 
 import asyncio
+import enum
 import itertools
 import logging
-from collections.abc import Awaitable, Callable, Collection, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
 from typing import Any
 
 from .busypoll import BusyPoll
@@ -62,6 +66,17 @@ Handler = Callable[["Connection", RemotingCommand], Awaitable[RemotingCommand | 
 GroupHandler = Callable[["Connection", list[RemotingCommand]], Awaitable[list[RemotingCommand | None]]]
 
 
+class Later(enum.Enum):
+    """The answer a ``group_now`` handler gives for a request it will answer with ``reply``."""
+
+    LATER = "later"
+
+
+LATER = Later.LATER
+#: A group taken at once: an answer (None: none) or LATER for each request; None: not taken.
+GroupNow = Callable[["Connection", list[RemotingCommand]], "list[RemotingCommand | Later | None] | None"]
+
+
 class OpaqueCounter:
     """Request ids: 1, 2, ... wrapping before int32 overflow (the field is a Java int)."""
 
@@ -85,6 +100,7 @@ class Connection:
         busy_poll: BusyPoll | None = None,
         group_dispatch: GroupHandler | None = None,
         group_codes: Collection[int] = (),
+        group_now: GroupNow | None = None,
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._busy_poll = busy_poll if busy_poll is not None and busy_poll.enabled else None
@@ -92,6 +108,8 @@ class Connection:
         self._writer = writer
         self._dispatch = dispatch
         self._group_dispatch = group_dispatch
+        self._group_now = group_now
+        self._drain_due = False  # answers given without a task went over the high-water mark
         self._group_codes = group_codes if group_dispatch is not None else ()
         self._group: list[RemotingCommand] = []  # requests of this read for group_dispatch
         self._in_flight = 0  # requests being handled, alone or in a group
@@ -167,6 +185,9 @@ class Connection:
                     self._start_group()
                 if pos:
                     del buf[:pos]
+                if self._drain_due:  # the peer is not reading its answers: neither do we, for now
+                    self._drain_due = False
+                    await self._drain()
         except FrameError as exc:
             reason = f"bad frame: {exc}"
             log.warning("closing %s: %s", self.remote_addr, reason)
@@ -175,6 +196,8 @@ class Connection:
             log.warning("closing %s: %s", self.remote_addr, reason)
         except OSError as exc:
             reason = f"connection error: {exc}"
+        except RemotingClosedError as exc:
+            reason = str(exc)
         finally:
             self.close(reason)
 
@@ -223,7 +246,34 @@ class Connection:
 
     def _start_group(self) -> None:
         group, self._group = self._group, []
+        if self._group_now is not None:
+            try:
+                answers = self._group_now(self, group)
+                if answers is not None and len(answers) != len(group):
+                    raise RuntimeError(f"{len(answers)} answers to {len(group)} requests")
+            except Exception as exc:
+                answers = [handler_failed(self, cmd, exc) for cmd in group]
+            if answers is not None:
+                self._answer_group(group, answers)
+                return
         self._start(self._handle_group(group))
+
+    def _answer_group(self, cmds: list[RemotingCommand], answers: Sequence[RemotingCommand | Later | None]) -> None:
+        over = False
+        try:
+            for cmd, response in zip(cmds, answers, strict=True):
+                if response is not LATER:
+                    self._in_flight -= 1
+                    over = self._answer(cmd, response) or over
+        except RemotingClosedError:
+            return
+        if self._out:
+            self._flush()
+        self._drain_due = self._drain_due or over
+
+    def reply(self, cmds: list[RemotingCommand], responses: list[RemotingCommand | None]) -> None:
+        """Answer requests a ``group_now`` handler took as LATER (each exactly once), at once."""
+        self._answer_group(cmds, responses)
 
     async def _handle(self, cmd: RemotingCommand) -> None:
         try:

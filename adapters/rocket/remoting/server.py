@@ -20,7 +20,9 @@ from .connection import (
     PENDING_REQUESTS_MAX,
     Connection,
     GroupHandler,
+    GroupNow,
     Handler,
+    Later,
     OpaqueCounter,
     handler_failed,
 )
@@ -52,6 +54,7 @@ class RemotingServer:
         self._handlers: dict[int, Handler] = {}
         self._default_handler: Handler | None = None
         self._group_handler: GroupHandler | None = None
+        self._group_now: GroupNow | None = None
         self._group_codes: set[int] = set()  # shared with every connection (changes reach them)
         self._disconnect_listeners: list[Callable[[Connection], None]] = []
         self._connections: set[Connection] = set()
@@ -64,11 +67,13 @@ class RemotingServer:
     def register(self, code: int, handler: Handler) -> None:
         self._handlers[int(code)] = handler
 
-    def register_group(self, codes: Iterable[int], handler: GroupHandler | None) -> None:
+    def register_group(self, codes: Iterable[int], handler: GroupHandler | None, now: GroupNow | None = None) -> None:
         """Requests of ``codes`` read together from one connection go to ``handler`` as one
-        list (see connection.py); None: each to its own handler again."""
+        list, after ``now`` declined them (see connection.py); None: each to its own handler
+        again."""
         self._group_codes.clear()
         self._group_handler = handler
+        self._group_now = now if handler is not None else None
         if handler is not None:
             self._group_codes.update(int(code) for code in codes)
 
@@ -147,6 +152,7 @@ class RemotingServer:
             busy_poll=self.busy_poll,
             group_dispatch=self._dispatch_group,
             group_codes=self._group_codes,
+            group_now=self._dispatch_group_now,
         )
         self._connections.add(conn)
         conn.add_close_listener(self._on_close)
@@ -167,6 +173,10 @@ class RemotingServer:
                 callback(conn)
             except Exception:
                 log.exception("disconnect listener failed for %s", conn.remote_addr)
+
+    def _dispatch_group_now(self, conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | Later | None] | None:
+        now = self._group_now
+        return None if now is None else now(conn, cmds)
 
     def _dispatch_group(self, conn: Connection, cmds: list[RemotingCommand]) -> Awaitable[list[RemotingCommand | None]]:
         handler = self._group_handler

@@ -128,3 +128,47 @@ async def test_large_sends_in_one_write_keep_their_order_across_reads(sync_serve
         got += more
     assert [m.body for m in got] == bodies
     await driver.close()
+
+
+async def runtime(driver: Driver, key: str) -> int:
+    resp = await driver.call(GET_BROKER_RUNTIME_INFO)
+    return int(orjson.loads(resp.body)["table"][key])
+
+
+@pytest.mark.parametrize("flush", ["SYNC_FLUSH", "ASYNC_FLUSH"])
+async def test_plain_sends_are_taken_at_once_and_answered_by_their_round(tmp_path: Path, flush: str) -> None:
+    """A read of plain sends only (send.py's ``send_group_now``: no task; under SYNC_FLUSH the
+    group-commit round answers them right after its fsync): one append a queue, each its own
+    answer and record, a refused one and a oneway one among them."""
+    for proc in serving(tmp_path, brokerName="broker-n", flushDiskType=flush):
+        driver = Driver(proc)
+        await driver.create_topic("TN", 2)
+        before, groups = await appends(driver), await runtime(driver, "sendGroupsAnsweredByRound")
+        # (opaque, queue, body): 4 is refused (empty body), 6 is oneway.
+        plan = [(1, 0, b"a"), (2, 1, b"b"), (3, 0, b"c"), (4, 0, b""), (5, 1, b"d"), (6, 0, b"e"), (7, 0, b"f")]
+        frames = b"".join(send_frame(o, "TN", q, body, born=1_700_000_000_000 + o, flag=o,
+                                     props={"KEYS": f"k{o}", "n": str(o)}, v2=o % 2 == 1, oneway=o == 6)
+                          for o, q, body in plan)
+        peer = await RawPeer.open(proc.broker_port)
+        try:
+            await peer.send(frames)
+            answers = {c.opaque: c for c in [await peer.read_command() for _ in range(len(plan) - 1)]}
+        finally:
+            await peer.close()
+        assert sorted(answers) == [1, 2, 3, 4, 5, 7]
+        assert answers[4].code == ResponseCode.MESSAGE_ILLEGAL
+        offsets = {o: (a.code, a.ext_fields["queueId"], a.ext_fields["queueOffset"])
+                   for o, a in answers.items() if o != 4}
+        assert offsets == {1: (0, "0", "0"), 3: (0, "0", "1"), 7: (0, "0", "3"), 2: (0, "1", "0"), 5: (0, "1", "1")}
+        assert await runtime(driver, "sendGroupsAnsweredByRound") - groups == 1
+        assert await appends(driver) - before == (2 if flush == "SYNC_FLUSH" else 0)  # async logs: no rounds
+        _, got0 = await driver.pull("TN", 0, 0)
+        _, got1 = await driver.pull("TN", 1, 0)
+        assert [(m.body, m.flag, m.keys) for m in got0] == [(b"a", 1, ["k1"]), (b"c", 3, ["k3"]), (b"e", 6, ["k6"]),
+                                                           (b"f", 7, ["k7"])]
+        assert [m.body for m in got1] == [b"b", b"d"]
+        assert [m.msg_id for m in got0 if m.flag != 6] == [answers[o].ext_fields["msgId"] for o in (1, 3, 7)]
+        resp = await driver.call(RequestCode.QUERY_MESSAGE, {"topic": "TN", "key": "k5", "maxNum": 32,
+                                                              "beginTimestamp": 0, "endTimestamp": 2**62})
+        assert resp.code == 0 and b"k5" in resp.body
+        await driver.close()
