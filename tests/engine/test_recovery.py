@@ -626,3 +626,32 @@ def test_a_rotation_waits_for_a_preparation_running_in_another_thread(tmp_path: 
     assert not io.exists(journal.prepared_path)
     assert io.read_all(journal.path) == bytes(16384)
     journal.close()
+
+
+@pytest.mark.parametrize("path", ["inline", "ring"])
+def test_when_durable_runs_after_the_fsync_and_before_the_commit(env: Env, path: str) -> None:
+    """``Store.when_durable``: the callback runs once the round's journal fsync returned, before
+    the round's logs commit (readers do not see the appends yet); never for a round that
+    failed; and not at all for a round already started (False)."""
+    async def body() -> None:
+        store = await env.open(inline_fsync_ms_max=1000.0, ring_round_records_min=2 if path == "ring" else 1000)
+        log = await store.create_log("q", SMALL_SYNC)
+        seen: list[tuple[int, int]] = []  # (committed offset, rounds acknowledged) at the call
+        _, durable = log.start_append(batch(0, count=3))
+        assert durable is not None
+        assert store.when_durable(durable, lambda: seen.append((log.committed_offset, store.rounds)))
+        await durable
+        assert seen == [(0, 0)]  # before the commit and the acknowledgement
+        assert log.committed_offset == 3
+        assert (store.ring_rounds, store.inline_rounds) == ((1, 0) if path == "ring" else (0, 1))
+        assert not store.when_durable(durable, lambda: seen.append((-1, -1)))  # long started
+        if isinstance(env.io, SimIO):  # a failed round: the future fails, the callback never runs
+            _, failing = log.start_append(batch(3))
+            assert failing is not None and store.when_durable(failing, lambda: seen.append((-2, -2)))
+            env.io.fail_fsync()
+            with pytest.raises(LogFailedError):
+                await failing
+            assert seen == [(0, 0)]
+        await store.close()
+
+    run(body)
