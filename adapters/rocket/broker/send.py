@@ -9,6 +9,8 @@ An append is one opaque batch: the messages in stored form with their queue offs
 log offsets filled in. It holds one send, a batch send's messages, or the plain sends to one
 queue read together from one connection (``send_group``: with 64 sync senders on one connection,
 20.4-21.1k msg/s against 16.6-17.6k one append a send, the broker's CPU a message 53 -> 37 us).
+A read of plain sends only is taken with no task (``send_group_now``) and, under SYNC_FLUSH,
+answered by its group-commit round right after the journal fsync (``Store.when_durable``).
 Offsets are read from ``log.assigned_offset`` right before ``log.append`` with no await in
 between (append takes them synchronously). Under SYNC_FLUSH an append not durable within
 syncFlushTimeout answers FLUSH_DISK_TIMEOUT (stored, durability not confirmed), as RocketMQ does; ``WAIT=false`` answers without waiting for the flush. On a SYNC_MASTER the
