@@ -523,3 +523,34 @@ async def test_a_failing_now_answers_each_request_with_system_error() -> None:
         assert sorted((a.opaque, a.code) for a in answers) == [(1, ResponseCode.SYSTEM_ERROR), (2, ResponseCode.SYSTEM_ERROR)]
         await peer.close()
         await assert_serves_others(server)
+
+
+async def test_answers_given_at_once_to_a_peer_that_does_not_read_stop_the_reading() -> None:
+    """A ``now`` handler answers at once, so no pending request bounds what a peer that never
+    reads its answers can make the server hold: past the transport's high-water mark the
+    connection stops reading (after at most FRAMES_PER_TURN more requests) until the answers
+    drain. Other connections are served meanwhile."""
+    seen = 0
+    big = b"x" * (256 * 1024)
+
+    def now(conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | Later | None] | None:
+        nonlocal seen
+        seen += len(cmds)
+        return [c.make_response(ResponseCode.SUCCESS, body=big) for c in cmds]
+
+    async def group(conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
+        raise AssertionError("not reached: now takes every group")
+
+    total = 400  # 100 MiB of answers, far past the kernel's socket buffers
+    async with running_server() as server:
+        server.register_group([GROUPED], group, now)
+        peer = await RawPeer.open(server.port)
+        await peer.send(_burst([GROUPED] * total))
+        await asyncio.sleep(0.5)
+        await assert_serves_others(server)
+        held = seen
+        assert held < total // 2, held
+        got = [await peer.read_command() for _ in range(total)]
+        assert sorted(c.opaque for c in got) == list(range(1, total + 1))
+        assert all(len(c.body) == len(big) for c in got) and seen == total
+        await peer.close()

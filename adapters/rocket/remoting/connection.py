@@ -180,7 +180,11 @@ class Connection:
                             turn = 0
                             if self._group:
                                 self._start_group()
-                            await asyncio.sleep(0)
+                            if self._drain_due:
+                                self._drain_due = False
+                                await self._drain()
+                            else:
+                                await asyncio.sleep(0)
                 if self._group:
                     self._start_group()
                 if pos:
