@@ -12,7 +12,7 @@ from tools import bench
 pytestmark = pytest.mark.slow
 
 KEYS = {"name", "value", "unit", "baseline", "ratio", "goal", "params"}
-EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync1floor", "sync16", "tx1", "tx16", "sync1bp", "batch")
+EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync1async", "sync1floor", "sync16", "tx1", "tx16", "sync1bp", "batch")
             for m in ("tps", "avg", "p99")] + [
     "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99", "orderly.tps", "delay.avg", "delay.p99"]  # as run_all runs them
 
@@ -32,7 +32,10 @@ def test_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
     orderly = next(f for f in figures if f["name"] == "orderly.tps")
     assert orderly["params"]["reordered"] == 0 and orderly["params"]["queues"] == 8
     goals = {f["name"]: f["goal"] for f in figures if f["goal"] is not None}
-    assert set(goals) == {"sync1.tps", "sync1bp.tps", "sync16.tps", "batch.tps", "consume.tps", "e2e.p99", "delay.p99"}
+    assert set(goals) == {"sync1.tps", "sync1async.tps", "sync1bp.tps", "sync16.tps", "batch.tps", "consume.tps",
+                          "e2e.p99", "delay.p99"}
+    apis = {f["name"]: f["params"].get("api") for f in figures if f["name"].startswith("sync1") and f["name"].endswith(".tps") and f["name"] != "sync16.tps"}
+    assert apis == {"sync1.tps": "sync", "sync1async.tps": "asyncio", "sync1floor.tps": None, "sync1bp.tps": "asyncio"}
     polled = next(f for f in figures if f["name"] == "sync1bp.tps")["params"]
     assert polled["busyPollMicros"] == 200 and polled["client_busy_poll_micros"] == 1000
     assert goals["e2e.p99"]["max"] == 10.0 and goals["sync1.tps"]["of"] == "ratio"

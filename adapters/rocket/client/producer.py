@@ -31,6 +31,7 @@ from ..message import (
     encode_batch_body,
 )
 from ..remoting import RemotingCommand, RemotingError, RequestCode, ResponseCode, encode_properties
+from ..remoting.blocking import BlockingPool
 from ._msgutil import COMPRESSION_ZLIB, check_message, compress_body
 from .common import DEFAULT_TOPIC, RETRY_GROUP_TOPIC_PREFIX, MessageQueue, SendResult, SendStatus
 from .config import ClientConfig
@@ -194,66 +195,65 @@ class Producer(ClientLifecycle):
         instance = self.instance
         addr = instance.master_addr(mq.broker_name) or await instance.find_master_addr(mq)
         cmd = self._request(mq, msg, body, sys_flag, batch=batch)
-        response = await self.instance.remoting.invoke(addr, cmd, timeout_s)
-        status = _SEND_STATUS.get(response.code)  # type: ignore[call-overload]
-        if status is None:
-            raise MQBrokerError(response.code, response.remark, addr)
-        ext = response.ext_fields
-        queue_id = int(ext.get("queueId", mq.queue_id))
-        return SendResult(
-            send_status=status,
-            msg_id=uniq_id,
-            offset_msg_id=ext.get("msgId", ""),
-            message_queue=mq if queue_id == mq.queue_id else MessageQueue(mq.topic, mq.broker_name, queue_id),
-            queue_offset=int(ext.get("queueOffset", -1)),
-        )
+        return _send_result(await self.instance.remoting.invoke(addr, cmd, timeout_s), mq, uniq_id, addr)
 
     async def _send_default(
         self, msg: Message, body: bytes, sys_flag: int, *, batch: bool, uniq_id: str,
         times_total: int, timeout_ms: int | None,
     ) -> SendResult:
-        timeout_s = (timeout_ms if timeout_ms is not None else self.send_msg_timeout_ms) / 1000
-        deadline = time.monotonic() + timeout_s
         cached = self._publish.get(msg.topic)
         if cached is not None and cached[0] is self.instance.routes.get(msg.topic):
             info = cached[1]  # the route it was built from is still the cached one
         else:
             info = await self._publish_info(msg.topic)
-        last_broker: str | None = None
-        last_error: Exception | None = None
-        last_result: SendResult | None = None  # stored, but not SEND_OK
-        for attempt in range(times_total):
-            remaining_s = deadline - time.monotonic()
-            if remaining_s <= 0:
-                break
-            mq = self.fault_strategy.select_one_message_queue(info, last_broker)
+        attempts = _Attempts(self, info, msg.topic, uniq_id, times_total, timeout_ms)
+        while (mq := attempts.next_queue()) is not None:
             begin = time.monotonic()
             try:
                 result = await self._send_to_queue(
-                    mq, msg, body, sys_flag, batch=batch, uniq_id=uniq_id, timeout_s=remaining_s
+                    mq, msg, body, sys_flag, batch=batch, uniq_id=uniq_id, timeout_s=attempts.remaining_s()
                 )
             except (RemotingError, MQBrokerError, MQClientError) as exc:
-                self.fault_strategy.update_fault_item(mq.broker_name, _ms_since(begin), isolation=True)
-                if isinstance(exc, MQBrokerError) and not exc.retriable:
-                    raise
-                if isinstance(exc, MessageIllegalError):
-                    raise
-                last_error, last_broker = exc, mq.broker_name
-                log.info("send of %s to %s failed (attempt %d of %d): %s",
-                         uniq_id, mq, attempt + 1, times_total, exc)
+                attempts.failed(mq, exc, begin)
                 continue
-            if self.fault_strategy.enabled:  # sendLatencyFaultEnable (off by default): latencies kept
-                self.fault_strategy.update_fault_item(mq.broker_name, _ms_since(begin), isolation=False)
-            if result.send_status != SendStatus.SEND_OK and self.retry_another_broker_when_not_store_ok:
-                last_broker, last_result = mq.broker_name, result
+            if attempts.returned(mq, result, begin):
+                return result
+        return attempts.outcome()
+
+    def send_blocking(self, msg: Message, pool: BlockingPool, *, timeout_ms: int | None = None) -> SendResult | None:
+        """:meth:`send` with the default queue selection, on the calling thread through ``pool``
+        (the synchronous facade's path: its callers are threads, not the client's event loop),
+        with the same retries within the same timeout. None when the send needs the event loop:
+        the topic's route is not cached yet, or the latency fault strategy is on (its state is
+        the loop's); the caller then sends through the loop, and the message keeps the id
+        stamped here. Thread-safe: of the producer's state it reads the route caches and moves
+        the topic's round-robin index, nothing else."""
+        if self.fault_strategy.enabled:
+            return None
+        cached = self._publish.get(msg.topic)
+        if cached is None or cached[0] is not self.instance.routes.get(msg.topic):
+            return None
+        check_message(msg, self.max_message_size)
+        self._stamp(msg)
+        body, sys_flag = self._wire_body(msg)
+        uniq_id = msg.properties[PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX]
+        attempts = _Attempts(self, cached[1], msg.topic, uniq_id, 1 + self.retry_times_when_send_failed, timeout_ms)
+        routes = self.instance.routes
+        while (mq := attempts.next_queue()) is not None:
+            begin = time.monotonic()
+            try:
+                # list(): the loop's thread may replace routes meanwhile (never changes one in place)
+                addr = next((a for r in list(routes.values()) if (a := r.master_addr(mq.broker_name))), None)
+                if addr is None:
+                    raise MQClientError(f"broker {mq.broker_name} of {mq.topic} is not in any cached route")
+                cmd = self._request(mq, msg, body, sys_flag, batch=False)
+                result = _send_result(pool.invoke(addr, cmd, attempts.remaining_s()), mq, uniq_id, addr)
+            except (RemotingError, MQBrokerError, MQClientError) as exc:
+                attempts.failed(mq, exc, begin)
                 continue
-            return result
-        if last_result is not None:  # stored somewhere, only not as safely as asked: as RocketMQ
-            return last_result
-        raise MQClientError(
-            f"send of {uniq_id} to {msg.topic} failed after {times_total} attempts "
-            f"within {timeout_s * 1000:.0f} ms: {last_error}"
-        ) from last_error
+            if attempts.returned(mq, result, begin):
+                return result
+        return attempts.outcome()
 
     # -- public API -------------------------------------------------------------------------
 
@@ -377,6 +377,85 @@ class Producer(ClientLifecycle):
 
 def _ms_since(begin_s: float) -> int:
     return int((time.monotonic() - begin_s) * 1000)
+
+
+def _send_result(response: RemotingCommand, mq: MessageQueue, uniq_id: str, addr: str) -> SendResult:
+    """A send's SendResult from the broker's answer; MQBrokerError for a code that is no send status."""
+    status = _SEND_STATUS.get(response.code)  # type: ignore[call-overload]
+    if status is None:
+        raise MQBrokerError(response.code, response.remark, addr)
+    ext = response.ext_fields
+    queue_id = int(ext.get("queueId", mq.queue_id))
+    return SendResult(
+        send_status=status,
+        msg_id=uniq_id,
+        offset_msg_id=ext.get("msgId", ""),
+        message_queue=mq if queue_id == mq.queue_id else MessageQueue(mq.topic, mq.broker_name, queue_id),
+        queue_offset=int(ext.get("queueOffset", -1)),
+    )
+
+
+class _Attempts:
+    """The retry policy of a send with the default queue selection (RocketMQ's
+    sendDefaultImpl): up to ``times_total`` attempts within the timeout, each after a failure
+    on a queue of another broker; a broker error that is not retriable, or an illegal message,
+    ends it at once; a stored send that is not SEND_OK is retried on another broker only with
+    ``retry_another_broker_when_not_store_ok``, and returned last if nothing did better. One
+    per send, used by the asynchronous and the blocking path alike."""
+
+    def __init__(self, producer: Producer, info: TopicPublishInfo, topic: str, uniq_id: str, times_total: int,
+                 timeout_ms: int | None) -> None:
+        self.producer = producer
+        self.info = info
+        self.topic = topic
+        self.uniq_id = uniq_id
+        self.times_left = times_total
+        self.times_total = times_total
+        self.timeout_s = (timeout_ms if timeout_ms is not None else producer.send_msg_timeout_ms) / 1000
+        self.deadline = time.monotonic() + self.timeout_s
+        self.last_broker: str | None = None
+        self.last_error: Exception | None = None
+        self.last_result: SendResult | None = None  # stored, but not SEND_OK
+
+    def remaining_s(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def next_queue(self) -> MessageQueue | None:
+        """The queue of the next attempt; None when no attempt or no time is left."""
+        if self.times_left <= 0 or self.remaining_s() <= 0:
+            return None
+        self.times_left -= 1
+        return self.producer.fault_strategy.select_one_message_queue(self.info, self.last_broker)
+
+    def failed(self, mq: MessageQueue, exc: Exception, begin: float) -> None:
+        """An attempt raised ``exc``: re-raises it unless the send may go on."""
+        self.producer.fault_strategy.update_fault_item(mq.broker_name, _ms_since(begin), isolation=True)
+        if isinstance(exc, MQBrokerError) and not exc.retriable:
+            raise exc
+        if isinstance(exc, MessageIllegalError):
+            raise exc
+        self.last_error, self.last_broker = exc, mq.broker_name
+        log.info("send of %s to %s failed (attempt %d of %d): %s",
+                 self.uniq_id, mq, self.times_total - self.times_left, self.times_total, exc)
+
+    def returned(self, mq: MessageQueue, result: SendResult, begin: float) -> bool:
+        """An attempt stored the message: whether ``result`` is the send's answer."""
+        strategy = self.producer.fault_strategy
+        if strategy.enabled:  # sendLatencyFaultEnable (off by default): latencies kept
+            strategy.update_fault_item(mq.broker_name, _ms_since(begin), isolation=False)
+        if result.send_status != SendStatus.SEND_OK and self.producer.retry_another_broker_when_not_store_ok:
+            self.last_broker, self.last_result = mq.broker_name, result
+            return False
+        return True
+
+    def outcome(self) -> SendResult:
+        """After the last attempt: the stored result that was not SEND_OK, or MQClientError."""
+        if self.last_result is not None:  # stored somewhere, only not as safely as asked: as RocketMQ
+            return self.last_result
+        raise MQClientError(
+            f"send of {self.uniq_id} to {self.topic} failed after {self.times_total} attempts "
+            f"within {self.timeout_s * 1000:.0f} ms: {self.last_error}"
+        ) from self.last_error
 
 
 def _run_callback(task: asyncio.Task[SendResult], callback: SendCallback) -> None:
