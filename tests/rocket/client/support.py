@@ -15,6 +15,7 @@ from adapters.rocket.client import (
     ClientConfig,
     ConsumeConcurrentlyContext,
     ConsumeConcurrentlyStatus,
+    ConsumeFromWhere,
     LitePullConsumer,
     Message,
     MessageQueue,
@@ -102,6 +103,15 @@ async def drain(consumer: LitePullConsumer, count: int, timeout_s: float = 10.0)
     while len(got) < count and time.monotonic() < deadline:
         got += await consumer.poll(200)
     return got
+
+
+async def pull_from_first(server: Server, tpc: str, count: int) -> list[Message]:
+    """``count`` messages of ``tpc`` read by a new LitePullConsumer group from the first offset."""
+    consumer = LitePullConsumer(unique("G"), client_config=config(server),
+                                consume_from_where=ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET)
+    consumer.subscribe(tpc, "*")
+    async with consumer:
+        return await drain(consumer, count)
 
 
 async def broker_offset(server: Server, group: str, mq: MessageQueue) -> int | None:

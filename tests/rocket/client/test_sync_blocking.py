@@ -9,9 +9,7 @@ import asyncio
 import pytest
 
 from adapters.rocket.client import (
-    ConsumeFromWhere,
     DefaultMQProducer,
-    LitePullConsumer,
     MQClientError,
     Producer,
     SendStatus,
@@ -20,7 +18,7 @@ from adapters.rocket.client import (
 from adapters.rocket.remoting.blocking import BlockingPool
 
 from .cluster import Serve
-from .support import config, drain, topic, unique
+from .support import config, pull_from_first, topic, unique
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
@@ -49,11 +47,7 @@ async def test_sync_sends_go_over_the_blocking_connection_once_the_route_is_cach
     results = await asyncio.to_thread(send_all)
     assert len({r[0] for r in results}) == 12 and len({r[1] for r in results}) == 12
     assert len({r[2] for r in results}) == 4  # round-robin over the topic's four queues
-    consumer = LitePullConsumer(unique("G"), client_config=config(rocket_serve),
-                                consume_from_where=ConsumeFromWhere.CONSUME_FROM_FIRST_OFFSET)
-    consumer.subscribe(tpc, "*")
-    async with consumer:
-        got = await drain(consumer, 12)
+    got = await pull_from_first(rocket_serve, tpc, 12)
     by_body = {m.body: m for m in got}
     assert sorted(by_body) == sorted(b"b%d" % i for i in range(12))
     for i, (msg_id, offset_id, queue_id, queue_offset) in enumerate(results):
