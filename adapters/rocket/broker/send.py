@@ -202,10 +202,7 @@ class SendProcessor:
                 waiting = rounds[durable] = _Waiting(self, conn)
                 broker.store.when_durable(durable, waiting.durable)
                 self._flush_gate(durable).add_done_callback(waiting.settled)
-            # Answers encoded now, with the rest of the send (the round may well answer SUCCESS)
-            frames = [conn.answer_frame(cmd, answer) for cmd, answer in
-                      zip(mine, self._answers(mine, ResponseCode.SUCCESS, None, put, base), strict=True)]
-            waiting.entries.append((put, mine, base, frames))
+            waiting.entries.append((put, mine, base))
             for i in owners:
                 answers[i] = LATER
         broker.key_index.drain_soon()  # only after the answers are out (their rounds' callbacks)
@@ -297,7 +294,7 @@ class SendProcessor:
         return answers
 
     def _answers(self, cmds: list[RemotingCommand], code: int, remark: str | None, put: _Put,
-                 base: int) -> list[RemotingCommand]:
+                 base: int) -> list[RemotingCommand | None]:
         """The answers to grouped sends ``cmds``, stored by ``put`` from queue offset ``base`` on."""
         return [self._answer(cmd, code, remark, put.queue_id, put.log_id, base + j, 1) for j, cmd in enumerate(cmds)]
 
@@ -551,8 +548,7 @@ class _Waiting:
     def __init__(self, processor: SendProcessor, conn: Connection) -> None:
         self.processor = processor
         self.conn = conn
-        # Not answered yet: the append, its sends, their first queue offset, their SUCCESS frames.
-        self.entries: list[tuple[_Put, list[RemotingCommand], int, list[bytes | None]]] = []
+        self.entries: list[tuple[_Put, list[RemotingCommand], int]] = []  # not answered yet
         # The clock, not the loop's cached time: a round may fsync on the loop's thread.
         self.deadline = time.monotonic() + processor.broker.config.sync_flush_timeout / 1000
 
@@ -590,30 +586,23 @@ class _Waiting:
         """Answer each waiting append whose ``outcome`` is known now (None: not yet)."""
         cmds: list[RemotingCommand] = []
         responses: list[RemotingCommand | None] = []
-        frames: list[bytes | None] = []
         waiting = []
         processor = self.processor
         for entry in self.entries:
-            put, mine, base, ok_frames = entry
+            put, mine, base = entry
             known = outcome(put)
             if known is None:
                 waiting.append(entry)
                 continue
             code, remark = known
-            if code == ResponseCode.SUCCESS:
-                frames += ok_frames
-                continue
             cmds += mine
             if code == ResponseCode.SYSTEM_ERROR:
                 responses += [cmd.make_response(code, remark) for cmd in mine]
             else:
                 responses += processor._answers(mine, code, remark, put, base)
         self.entries = waiting
-        if frames:
-            self.conn.reply_frames(frames)
         if cmds:
             self.conn.reply(cmds, responses)
-        if frames or cmds:
             processor.broker.key_index.drain_soon()
 
 

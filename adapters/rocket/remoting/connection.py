@@ -279,33 +279,6 @@ class Connection:
         """Answer requests a ``group_now`` handler took as LATER (each exactly once), at once."""
         self._answer_group(cmds, responses)
 
-    def answer_frame(self, cmd: RemotingCommand, response: RemotingCommand) -> bytes | None:
-        """The frame of ``response`` answering ``cmd`` (None: a oneway request gets none), encoded
-        now for :meth:`reply_frames` to write later. Raises FrameError."""
-        if cmd.is_oneway:
-            return None
-        response.opaque = cmd.opaque
-        response.flag |= FLAG_RESPONSE
-        frame = encode_frame(response)
-        if len(frame) > self.frame_bytes_max:
-            raise FrameError(f"frame of {len(frame)} bytes exceeds the limit of {self.frame_bytes_max} bytes")
-        return frame
-
-    def reply_frames(self, frames: list[bytes | None]) -> None:
-        """:meth:`reply` with answers encoded ahead (:meth:`answer_frame`), one a request."""
-        self._in_flight -= len(frames)
-        if self._closed:
-            return
-        for frame in frames:
-            if frame is not None:
-                self._out.append(frame)
-                self._out_bytes += len(frame)
-        if self._out:
-            self._flush()
-        transport = self._writer.transport
-        if transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]:
-            self._drain_due = True
-
     async def _handle(self, cmd: RemotingCommand) -> None:
         try:
             response = await self._dispatch(self, cmd)
