@@ -17,10 +17,9 @@ thread, or on one journal thread; the fdatasyncs of two rounds in flight run on 
 once, see worker.py). Appends that arrive while that fsync runs form the next round,
 so throughput grows with concurrency and there is no timed sleep. A caller may ask to be called
 as soon as its round is durable, before the round's segment writes (``Store.when_durable``).
-Async logs are fsynced by
-a background task every ``flush_interval_ms`` (or sooner past ``flush_interval_bytes``); the
-same task writes a checkpoint every ``checkpoint_interval_ms``, after which old journal files
-are deleted.
+Async logs are fsynced by a background task every ``flush_interval_ms`` (or sooner past
+``flush_interval_bytes``); the same task writes a checkpoint every ``checkpoint_interval_ms``,
+after which old journal files are deleted.
 """
 
 from __future__ import annotations

@@ -292,18 +292,26 @@ def blocking_send_rate(server: Server, topic: str, payload: bytes, seconds: floa
     producer = DefaultMQProducer("bench_sync1_pg", client_config=server.client_config("sync1"))
     producer.start()
     try:
+        blocking_send_loop(producer, topic, perf() + 0.2, payload, [])
         lat: list[float] = []
-        for until, into in ((perf() + 0.2, []), (perf() + 0.2 + seconds, lat)):
-            start = perf()
-            while True:
-                t0 = perf()
-                if t0 >= until:
-                    break
-                producer.send(Message(topic, payload))
-                into.append(perf() - t0)
-        return len(lat) / (perf() - start), lat
+        start = perf()
+        n = blocking_send_loop(producer, topic, start + seconds, payload, lat)
+        return n / (perf() - start), lat
     finally:
         producer.shutdown()
+
+
+def blocking_send_loop(producer: DefaultMQProducer, topic: str, until: float, payload: bytes,
+                       lat: list[float]) -> int:
+    """:func:`send_loop` with the synchronous API."""
+    n = 0
+    while True:
+        t0 = perf()
+        if t0 >= until:
+            return n
+        producer.send(Message(topic, payload))
+        lat.append(perf() - t0)
+        n += 1
 
 
 async def bench_sync(server: Server, rep: Reporter, args: argparse.Namespace, work: Path) -> None:

@@ -13,9 +13,10 @@ A read of plain sends only is taken with no task (``send_group_now``) and, under
 answered by its group-commit round right after the journal fsync (``Store.when_durable``).
 Offsets are read from ``log.assigned_offset`` right before ``log.append`` with no await in
 between (append takes them synchronously). Under SYNC_FLUSH an append not durable within
-syncFlushTimeout answers FLUSH_DISK_TIMEOUT (stored, durability not confirmed), as RocketMQ does; ``WAIT=false`` answers without waiting for the flush. On a SYNC_MASTER the
-send then waits for the group's in-sync slaves (``ha.py``): FLUSH_SLAVE_TIMEOUT or
-SLAVE_NOT_AVAILABLE when they do not confirm (the message is stored on the master either way).
+syncFlushTimeout answers FLUSH_DISK_TIMEOUT (stored, durability not confirmed), as RocketMQ
+does; ``WAIT=false`` answers without waiting for the flush. On a SYNC_MASTER the send then waits
+for the group's in-sync slaves (``ha.py``): FLUSH_SLAVE_TIMEOUT or SLAVE_NOT_AVAILABLE when they
+do not confirm (the message is stored on the master either way).
 """
 
 from __future__ import annotations
@@ -191,11 +192,13 @@ class SendProcessor:
             if answer is not None:
                 answers[i] = answer
         rounds: dict[asyncio.Future[None], _Waiting] = {}  # the appends of one round are answered together
+        answered_now = False
         for put, owners, base, durable in stored:
             mine = [cmds[i] for i in owners]
             if durable is None:  # an async log: stored and visible already
                 for i, answer in zip(owners, self._answers(mine, ResponseCode.SUCCESS, None, put, base), strict=True):
                     answers[i] = answer
+                answered_now = True
                 continue
             waiting = rounds.get(durable)
             if waiting is None:
@@ -205,7 +208,8 @@ class SendProcessor:
             waiting.entries.append((put, mine, base))
             for i in owners:
                 answers[i] = LATER
-        broker.key_index.drain_soon()  # only after the answers are out (their rounds' callbacks)
+        if answered_now:
+            broker.key_index.drain_soon()  # once these answers are out (the rounds' callbacks drain theirs)
         self.groups_now += 1
         return answers
 

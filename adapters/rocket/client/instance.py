@@ -193,7 +193,10 @@ class MQClientInstance:
         return sorted(addrs)
 
     def master_addr(self, broker_name: str) -> str | None:
-        for route in self.routes.values():
+        """The master address of ``broker_name`` in any cached route. Safe from other threads
+        (the blocking sync send): the loop's thread replaces routes, never changes one in place,
+        and the copy below is taken in one step."""
+        for route in list(self.routes.values()):
             addr = route.master_addr(broker_name)
             if addr:
                 return addr

@@ -158,6 +158,13 @@ class Producer(ClientLifecycle):
         msg.properties.setdefault(PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX, self._uniq_ids.create())
         msg.properties.setdefault(PROPERTY_WAIT_STORE_MSG_OK, "true")
 
+    def _prepare(self, msg: Message) -> tuple[bytes, int, str]:
+        """Check and stamp a message to send: (the body as sent, its sysFlag, its message id)."""
+        check_message(msg, self.max_message_size)
+        self._stamp(msg)
+        body, sys_flag = self._wire_body(msg)
+        return body, sys_flag, msg.properties[PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX]
+
     def _wire_body(self, msg: Message) -> tuple[bytes, int]:
         """The body as sent and the sysFlag that says how (compressed above the threshold)."""
         if len(msg.body) > self.compress_msg_body_over_howmuch:
@@ -233,17 +240,13 @@ class Producer(ClientLifecycle):
         cached = self._publish.get(msg.topic)
         if cached is None or cached[0] is not self.instance.routes.get(msg.topic):
             return None
-        check_message(msg, self.max_message_size)
-        self._stamp(msg)
-        body, sys_flag = self._wire_body(msg)
-        uniq_id = msg.properties[PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX]
+        body, sys_flag, uniq_id = self._prepare(msg)
         attempts = _Attempts(self, cached[1], msg.topic, uniq_id, 1 + self.retry_times_when_send_failed, timeout_ms)
-        routes = self.instance.routes
+        instance = self.instance
         while (mq := attempts.next_queue()) is not None:
             begin = time.monotonic()
             try:
-                # list(): the loop's thread may replace routes meanwhile (never changes one in place)
-                addr = next((a for r in list(routes.values()) if (a := r.master_addr(mq.broker_name))), None)
+                addr = instance.master_addr(mq.broker_name)
                 if addr is None:
                     raise MQClientError(f"broker {mq.broker_name} of {mq.topic} is not in any cached route")
                 cmd = self._request(mq, msg, body, sys_flag, batch=False)
@@ -268,10 +271,7 @@ class Producer(ClientLifecycle):
     ) -> SendResult:
         """Send and wait for the broker's answer. With ``selector`` (or ``mq``) the queue is the
         caller's choice and the send is tried once."""
-        check_message(msg, self.max_message_size)
-        self._stamp(msg)
-        body, sys_flag = self._wire_body(msg)
-        uniq_id = msg.properties[PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX]
+        body, sys_flag, uniq_id = self._prepare(msg)
         if selector is None and mq is None:
             return await self._send_default(
                 msg, body, sys_flag, batch=False, uniq_id=uniq_id,
@@ -300,10 +300,7 @@ class Producer(ClientLifecycle):
     ) -> asyncio.Task[SendResult]:
         """Start a send and return at once. The task's result is the SendResult; ``callback``
         (``on_success`` / ``on_exception``) runs on the event loop when it is done."""
-        check_message(msg, self.max_message_size)
-        self._stamp(msg)
-        body, sys_flag = self._wire_body(msg)
-        uniq_id = msg.properties[PROPERTY_UNIQ_CLIENT_MESSAGE_ID_KEYIDX]
+        body, sys_flag, uniq_id = self._prepare(msg)
         task = asyncio.create_task(self._send_default(
             msg, body, sys_flag, batch=False, uniq_id=uniq_id,
             times_total=1 + self.retry_times_when_send_async_failed, timeout_ms=timeout_ms,
@@ -324,9 +321,7 @@ class Producer(ClientLifecycle):
         mq: MessageQueue | None = None,
     ) -> None:
         """Fire and forget: one attempt, no answer (the seed's "sendOneWay")."""
-        check_message(msg, self.max_message_size)
-        self._stamp(msg)
-        body, sys_flag = self._wire_body(msg)
+        body, sys_flag, _uniq_id = self._prepare(msg)
         if mq is None:
             if selector is not None:
                 mq = await self._select(msg, selector, arg)

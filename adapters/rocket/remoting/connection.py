@@ -263,6 +263,8 @@ class Connection:
         self._start(self._handle_group(group))
 
     def _answer_group(self, cmds: list[RemotingCommand], answers: Sequence[RemotingCommand | Later | None]) -> None:
+        """Answer each request of a group (none for LATER) in one write; past the transport's
+        high-water mark the reading pauses until it drains (``run``)."""
         over = False
         try:
             for cmd, response in zip(cmds, answers, strict=True):
@@ -300,18 +302,7 @@ class Connection:
                 raise RuntimeError(f"{len(responses)} answers to {len(cmds)} requests")
         except Exception as exc:
             responses = [handler_failed(self, cmd, exc) for cmd in cmds]
-        finally:
-            self._in_flight -= len(cmds)
-        over = False
-        try:
-            for cmd, response in zip(cmds, responses, strict=True):
-                over = self._answer(cmd, response) or over
-            if self._out:
-                self._flush()  # a group's answers are a batch already: out now, not after this turn
-            if over:
-                await self._drain()
-        except RemotingClosedError:
-            pass
+        self._answer_group(cmds, responses)  # a batch already: out now, not after this turn
 
     def _answer(self, cmd: RemotingCommand, response: RemotingCommand | None) -> bool:
         """Queue the answer to ``cmd`` (none to a oneway request); whether the transport is
