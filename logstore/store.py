@@ -179,6 +179,7 @@ class Store:
         self._batches: collections.deque[_Queued] = collections.deque()
         self._inflight: collections.deque[asyncio.Task[None]] = collections.deque()  # acks pending
         self._wake = asyncio.Event()
+        self._kick_due = False  # a call of _kick is scheduled
         self._flush_due: set[Log] = set()  # async logs whose unflushed bytes passed flush_interval_bytes
         self._round_lock = asyncio.Lock()
         self._checkpoint_lock = asyncio.Lock()
@@ -545,8 +546,11 @@ class Store:
             return fut
         cap = self.config.round_appends_max
         if not self._batches or (cap and len(self._batches[-1].appends) >= cap):
-            self._batches.append(_Queued(asyncio.get_running_loop().create_future()))
-            self._wake.set()
+            loop = asyncio.get_running_loop()
+            self._batches.append(_Queued(loop.create_future()))
+            if not self._kick_due:
+                self._kick_due = True
+                loop.call_soon(self._kick)
         queued = self._batches[-1]
         queued.appends.append((log, parts, total, next_offset, max_ts))
         queued.records += records
@@ -707,86 +711,128 @@ class Store:
                         await self._flush_quietly(log)
 
     async def _round(self) -> None:
-        """Start one group commit: journal write, its fdatasync, segment writes. With nothing
-        else in flight and a fast disk the journal is written and fsynced right here on the
-        loop's thread (see :meth:`_may_inline`); otherwise in a journal thread, and up to
-        ``rounds_in_flight_max`` rounds overlap: while one round's fsync runs, the next round's
-        appends are written and their own fsync started. Acknowledgements go strictly in round
-        order."""
+        """Start the next queued round from the flusher task: what :meth:`_kick` left, after
+        a journal rotation when the journal is full."""
         async with self._round_lock:
             queued = self._batches.popleft()
-            queue, future, on_durable = queued.appends, queued.future, queued.on_durable
+            nbytes = _round_bytes(queued)
             assert self.journal is not None
-            journal = self.journal
-            nbytes = 0
-            for p in queue:
-                nbytes += jn.ENTRY_BYTES + len(p[0].name_bytes) + p[2]
-            try:
-                if not journal.has_room(nbytes):
+            if not self.journal.has_room(nbytes):
+                try:
                     await self._settle()  # the old file's fsyncs finish before it is closed
                     if self.failure is not None:
                         raise OSError(f"journal failed: {self.failure}")
-                    await self._rotate_journal(journal)
+                    await self._rotate_journal(self.journal)
                     self._prepare_journal()
-                seq = journal.seq
-                parts: list[Buffer] = []
-                entry_crc = jn.entry_crc
-                tails: dict[tuple[Log, int], tuple[bytes, int]] = {}  # (log, batch size) -> entry tail, its CRC
-                by_log: dict[Log, list[tuple[list[Buffer], int, int, int]]] = {}
-                for log, lparts, total, nxt, max_ts in queue:
-                    covered, rest = lparts
-                    tail = tails.get((log, total))
-                    if tail is None:
-                        tail = tails[log, total] = jn.entry_tail(seq, log.name_bytes, total)
-                    parts += (entry_crc(covered, tail[1]), tail[0], covered, rest)
-                    items = by_log.get(log)
-                    if items is None:
-                        items = by_log[log] = []
-                    items.append((lparts, total, nxt, max_ts))
-                at = journal.reserve(nbytes)
+                except OSError as exc:
+                    self._fail_store(exc, queued.future)
+                    return
+            self._start_round(queued, nbytes)
+
+    def _kick(self) -> None:
+        """Start the queued rounds at once (a call_soon after the first append of a round:
+        the appends read in the same turn of the loop join it), as the flusher task would but
+        without the hop to it; what must wait (a rotation, a checkpoint between rounds, too
+        many rounds in flight) is left to the flusher."""
+        self._kick_due = False
+        try:
+            while self._batches and self._round_now():
+                pass
+        except Exception as exc:  # a bug: fail-stop rather than leave the appends waiting forever
+            logger.exception("starting a group-commit round failed")
+            self._fail_store(exc, None)
+            return
+        if self._batches:
+            self._wake.set()
+
+    def _round_now(self) -> bool:
+        """Start the first queued round here, unless it must wait (False)."""
+        journal = self.journal
+        if journal is None or self._round_lock.locked() or self.failure is not None:
+            return False
+        while self._inflight and self._inflight[0].done():
+            self._inflight.popleft()
+        cfg = self.config
+        if len(self._inflight) >= (cfg.ring_rounds_in_flight_max if self._ring_usable else cfg.rounds_in_flight_max):
+            return False
+        queued = self._batches[0]
+        nbytes = _round_bytes(queued)
+        if not journal.has_room(nbytes):
+            return False
+        self._batches.popleft()
+        self._start_round(queued, nbytes)
+        return True
+
+    def _start_round(self, queued: _Queued, nbytes: int) -> None:
+        """One group commit with room for it in the journal: journal write, its fdatasync,
+        segment writes. With nothing else in flight and a fast disk the journal is written and
+        fsynced right here on the loop's thread (see :meth:`_may_inline`); otherwise in a
+        journal thread, and up to ``rounds_in_flight_max`` rounds overlap: while one round's
+        fsync runs, the next round's appends are written and their own fsync started.
+        Acknowledgements go strictly in round order."""
+        queue, future, on_durable = queued.appends, queued.future, queued.on_durable
+        assert self.journal is not None
+        journal = self.journal
+        try:
+            seq = journal.seq
+            parts: list[Buffer] = []
+            entry_crc = jn.entry_crc
+            tails: dict[tuple[Log, int], tuple[bytes, int]] = {}  # (log, batch size) -> entry tail, its CRC
+            by_log: dict[Log, list[tuple[list[Buffer], int, int, int]]] = {}
+            for log, lparts, total, nxt, max_ts in queue:
+                covered, rest = lparts
+                tail = tails.get((log, total))
+                if tail is None:
+                    tail = tails[log, total] = jn.entry_tail(seq, log.name_bytes, total)
+                parts += (entry_crc(covered, tail[1]), tail[0], covered, rest)
+                items = by_log.get(log)
+                if items is None:
+                    items = by_log[log] = []
+                items.append((lparts, total, nxt, max_ts))
+            at = journal.reserve(nbytes)
+        except OSError as exc:
+            self._fail_store(exc, future)
+            return
+        # The journal write and its fsync run in the journal thread while the loop writes
+        # the segments: readers need the segment copy only once the round is acknowledged,
+        # the ack needs only the journal. A failed write fails the round like a failed fsync.
+        # Inline, the round skips two thread hand-offs, which cost a lone append about as
+        # much as its fsync and a round of 64 about a fifth of its time (measured: the
+        # README's group-commit paragraph); the loop cannot run meanwhile.
+        # With a ring, every round is written here (so rounds stay in order) and the kernel
+        # fsyncs it while the loop goes on.
+        inline = self._may_inline(len(queue), queued.records)
+        ring = self._ring if self._ring_usable else None
+        if inline or ring is not None:
+            try:
+                journal.write_at(parts, at)
+                if inline:
+                    self._timed_fdatasync(journal)
             except OSError as exc:
                 self._fail_store(exc, future)
                 return
-            # The journal write and its fsync run in the journal thread while the loop writes
-            # the segments: readers need the segment copy only once the round is acknowledged,
-            # the ack needs only the journal. A failed write fails the round like a failed fsync.
-            # Inline, the round skips two thread hand-offs, which cost a lone append about as
-            # much as its fsync and a round of 64 about a fifth of its time (measured: the
-            # README's group-commit paragraph); the loop cannot run meanwhile.
-            # With a ring, every round is written here (so rounds stay in order) and the kernel
-            # fsyncs it while the loop goes on.
-            inline = self._may_inline(len(queue), queued.records)
-            ring = self._ring if self._ring_usable else None
-            if inline or ring is not None:
-                try:
-                    journal.write_at(parts, at)
-                    if inline:
-                        self._timed_fdatasync(journal)
-                except OSError as exc:
-                    self._fail_store(exc, future)
-                    return
-                if inline and on_durable:
-                    _call_each(on_durable)
-                if ring is not None and not inline:
-                    synced = self._ring_fdatasync(ring, journal)
-            else:
-                synced = self._in_journal_order(lambda: journal.write_at(parts, at), lambda: self._timed_fdatasync(journal))
-            marks: list[tuple[Log, int, int, int]] = []
-            for log, items in by_log.items():
-                if log.failure is not None:
-                    continue
-                try:
-                    log.write_many(items)
-                    marks.append((log, log.end_offset, log.active.base_offset, log.active.size))
-                except OSError as exc:
-                    log.fail(exc)
-            if inline:
-                self.inline_rounds += 1
-                self._finish_round(future, marks, len(queue))
-                return
-            previous = self._inflight[-1] if self._inflight else None
-            self._inflight.append(asyncio.ensure_future(
-                self._acknowledge(previous, synced, future, marks, len(queue), on_durable)))
+            if inline and on_durable:
+                _call_each(on_durable)
+            if ring is not None and not inline:
+                synced = self._ring_fdatasync(ring, journal)
+        else:
+            synced = self._in_journal_order(lambda: journal.write_at(parts, at), lambda: self._timed_fdatasync(journal))
+        marks: list[tuple[Log, int, int, int]] = []
+        for log, items in by_log.items():
+            if log.failure is not None:
+                continue
+            try:
+                log.write_many(items)
+                marks.append((log, log.end_offset, log.active.base_offset, log.active.size))
+            except OSError as exc:
+                log.fail(exc)
+        if inline:
+            self.inline_rounds += 1
+            self._finish_round(future, marks, len(queue))
+            return
+        previous = self._inflight[-1] if self._inflight else None
+        self._inflight.append(asyncio.ensure_future(
+            self._acknowledge(previous, synced, future, marks, len(queue), on_durable)))
 
     def _may_inline(self, appends: int, records: int) -> bool:
         """Whether a round of ``appends`` (carrying ``records``) writes and fsyncs on the loop's
@@ -892,6 +938,11 @@ class Store:
                 for log in list(self.logs.values()):
                     if log.failure is None:
                         await log.apply_retention()
+
+
+def _round_bytes(queued: _Queued) -> int:
+    """The journal bytes of a round's entries."""
+    return sum(jn.ENTRY_BYTES + len(p[0].name_bytes) + p[2] for p in queued.appends)
 
 
 def _call_each(callbacks: list[Callable[[], None]]) -> None:

@@ -25,7 +25,7 @@ from adapters.rocket.remoting import (
     encode_frame,
     encode_properties,
 )
-from adapters.rocket.remoting.command import decode_payload, property_value
+from adapters.rocket.remoting.command import decode_payload, encode_json_answer, property_value
 
 
 def frame_with_header(header: bytes, body: bytes = b"", serialize_type: int = 0) -> bytes:
@@ -130,6 +130,16 @@ def test_make_response_keeps_opaque_and_serialize_type() -> None:
     assert resp.flag == FLAG_RESPONSE
     assert (resp.opaque, resp.serialize_type) == (42, SerializeType.ROCKETMQ)
     assert resp.ext_fields == {"nextBeginOffset": "5"}
+
+
+@settings(max_examples=200, deadline=None)
+@given(code=st.integers(-(2**31), 2**31 - 1), opaque=st.integers(-(2**31), 2**31 - 1),
+       fields=st.dictionaries(st.text(max_size=12), st.text(max_size=40), max_size=6))
+def test_encoded_json_answer_is_the_answer_a_command_encodes_to(code: int, opaque: int, fields: dict[str, str]) -> None:
+    request = RemotingCommand(code=10, opaque=opaque, language=LanguageCode.PYTHON)
+    frame = encode_json_answer(code, opaque, fields)
+    assert decode_frame(frame) == decode_frame(encode_frame(request.string_response(code, None, fields)))
+    assert frame == encode_frame(request.string_response(code, None, fields))  # byte for byte
 
 
 # -- lenient decoding ------------------------------------------------------------------------

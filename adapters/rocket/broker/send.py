@@ -46,9 +46,10 @@ from adapters.rocket.remoting import (
     RemotingCommand,
     RequestCode,
     ResponseCode,
+    SerializeType,
 )
-from adapters.rocket.remoting.command import property_value
-from adapters.rocket.remoting.connection import handler_failed
+from adapters.rocket.remoting.command import encode_json_answer, property_value
+from adapters.rocket.remoting.connection import Answer, handler_failed
 from logstore import AppendResult, Log, LogFailedError
 from logstore.batch import build_opaque_batch
 from logstore.errors import InvalidBatchError
@@ -156,7 +157,7 @@ class SendProcessor:
     async def send_batch(self, conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
         return await self._handle(conn, cmd, v2=True, batch=True)
 
-    def send_group_now(self, conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | Later | None] | None:
+    def send_group_now(self, conn: Connection, cmds: list[RemotingCommand]) -> list[Answer | Later] | None:
         """:meth:`send_group` with no task of its own, for a group of plain sends only (the
         remoting server's ``group_now``): each send is answered now, or LATER by the group-commit
         round itself once its journal fsync returned (``Store.when_durable``, before the round's
@@ -177,8 +178,8 @@ class SendProcessor:
             if found is None:
                 return None
             checked.append((header, found))
-        answers: list[RemotingCommand | Later | None] = [None] * len(cmds)
-        refused: list[RemotingCommand | None] = [None] * len(cmds)
+        answers: list[Answer | Later] = [None] * len(cmds)
+        refused: list[Answer] = [None] * len(cmds)
         pending: dict[int, tuple[_Put, list[int]]] = {}
         stored: list[tuple[_Put, list[int], int, asyncio.Future[None] | None]] = []
         born_host, host_flags = self._born_host(conn.remote_addr)
@@ -213,7 +214,7 @@ class SendProcessor:
         self.groups_now += 1
         return answers
 
-    async def send_group(self, conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
+    async def send_group(self, conn: Connection, cmds: list[RemotingCommand]) -> list[Answer]:
         """SEND_MESSAGE and SEND_MESSAGE_V2 requests read together from one connection (the
         remoting server's group handler). The plain sends to one queue are stored as one append
         and wait for one group-commit round together; each is still its own record, with its
@@ -239,7 +240,7 @@ class SendProcessor:
 
     def _group_put(self, pending: dict[int, tuple[_Put, list[int]]],
                    stored: list[tuple[_Put, list[int], int, asyncio.Future[None] | None]],
-                   cmds: list[RemotingCommand], answers: list[RemotingCommand | None], i: int,
+                   cmds: list[RemotingCommand], answers: list[Answer], i: int,
                    header: SendHeader, found: tuple[Log, int], born_host: bytes, host_flags: int) -> None:
         """Add send ``i`` to its queue's pending append (storing that append first when the
         send would make it too large)."""
@@ -255,8 +256,8 @@ class SendProcessor:
         entry[0].add(body, header.flag, header.properties, (header.sys_flag & ~_HOST_FLAGS) | host_flags, header)
         entry[1].append(i)
 
-    async def _send_group(self, conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
-        answers: list[RemotingCommand | None] = [None] * len(cmds)
+    async def _send_group(self, conn: Connection, cmds: list[RemotingCommand]) -> list[Answer]:
+        answers: list[Answer] = [None] * len(cmds)
         pending: dict[int, tuple[_Put, list[int]]] = {}  # by log id: the sends to one queue not yet stored
         stored: list[tuple[_Put, list[int], int, asyncio.Future[None] | None]] = []
         alone: list[tuple[int, asyncio.Future[RemotingCommand]]] = []
@@ -298,13 +299,22 @@ class SendProcessor:
         return answers
 
     def _answers(self, cmds: list[RemotingCommand], code: int, remark: str | None, put: _Put,
-                 base: int) -> list[RemotingCommand | None]:
-        """The answers to grouped sends ``cmds``, stored by ``put`` from queue offset ``base`` on."""
-        return [self._answer(cmd, code, remark, put.queue_id, put.log_id, base + j, 1) for j, cmd in enumerate(cmds)]
+                 base: int) -> list[Answer]:
+        """The answers to grouped sends ``cmds``, stored by ``put`` from queue offset ``base`` on:
+        frames already encoded for JSON headers without a remark (the usual answer), else
+        commands."""
+        answers: list[Answer] = []
+        for j, cmd in enumerate(cmds):
+            fields = self._answer_fields(put.queue_id, put.log_id, base + j, 1)
+            if remark is None and cmd.serialize_type == SerializeType.JSON:
+                answers.append(encode_json_answer(code, cmd.opaque, fields))
+            else:
+                answers.append(cmd.string_response(code, remark, fields))
+        return answers
 
     def _store_pending(self, pending: dict[int, tuple[_Put, list[int]]],
                        stored: list[tuple[_Put, list[int], int, asyncio.Future[None] | None]],
-                       cmds: list[RemotingCommand], answers: list[RemotingCommand | None]) -> None:
+                       cmds: list[RemotingCommand], answers: list[Answer]) -> None:
         """Start the appends of ``pending`` (emptied) and add them to ``stored``; the sends
         of one that fails are answered here."""
         for put, owners in pending.values():
@@ -470,6 +480,11 @@ class SendProcessor:
     def _answer(self, cmd: RemotingCommand, code: int, remark: str | None, queue_id: int, log_id: int, base: int,
                 n: int) -> RemotingCommand:
         """The answer to a send of ``n`` messages stored from queue offset ``base`` on."""
+        return cmd.string_response(code, remark, self._answer_fields(queue_id, log_id, base, n))
+
+    def _answer_fields(self, queue_id: int, log_id: int, base: int, n: int) -> dict[str, str]:
+        """The answer's fields for ``n`` messages stored from queue offset ``base`` on (counted
+        in ``puts``)."""
         self.puts += n
         prefix = self.store_host_hex
         first = encode_commitlog_offset(log_id, base)  # as hex: the offset's 8 big-endian bytes
@@ -477,10 +492,8 @@ class SendProcessor:
             msg_ids = f"{prefix}{first & _U64:016X}"
         else:
             msg_ids = ",".join([f"{prefix}{(first + i) & _U64:016X}" for i in range(n)])
-        return cmd.string_response(code, remark, {
-            "msgId": msg_ids, "queueId": str(queue_id), "queueOffset": str(base),
-            "MSG_REGION": "DefaultRegion", "TRACE_ON": "true",
-        })
+        return {"msgId": msg_ids, "queueId": str(queue_id), "queueOffset": str(base),
+                "MSG_REGION": "DefaultRegion", "TRACE_ON": "true"}
 
     def _born_host(self, remote_addr: str) -> tuple[bytes, int]:
         """(packed born host, sys flag host bits) of a connection's peer, cached by address."""
@@ -589,7 +602,7 @@ class _Waiting:
     def _reply(self, outcome: Callable[[_Put], tuple[int, str | None] | None]) -> None:
         """Answer each waiting append whose ``outcome`` is known now (None: not yet)."""
         cmds: list[RemotingCommand] = []
-        responses: list[RemotingCommand | None] = []
+        responses: list[Answer] = []
         waiting = []
         processor = self.processor
         for entry in self.entries:

@@ -185,6 +185,18 @@ def encode_frame(cmd: RemotingCommand) -> bytes:
     return b"".join((LENGTH.pack(length), HEADER_INFO.pack(info), header, cmd.body))
 
 
+def encode_json_answer(code: int, opaque: int, fields: dict[str, str]) -> bytes:
+    """The frame of ``encode_frame(request.string_response(code, None, fields))`` for a request
+    with a JSON header: the same header (a Java peer's, no remark), built without the command
+    (the send path answers every message with one)."""
+    header = b"".join((_ANSWER_HEAD % (code, DEFAULT_VERSION, opaque, FLAG_RESPONSE), orjson.dumps(fields), _ANSWER_TAIL))
+    return b"".join((LENGTH.pack(HEADER_INFO.size + len(header)), HEADER_INFO.pack(len(header)), header))
+
+
+_ANSWER_HEAD = b'{"code":%d,"language":"JAVA","version":%d,"opaque":%d,"flag":%d,"extFields":'
+_ANSWER_TAIL = b',"serializeTypeCurrentRPC":"JSON"}'
+
+
 def decode_frame(frame: bytes, frame_bytes_max: int = FRAME_BYTES_MAX) -> RemotingCommand:
     """Decode exactly one whole frame, length prefix included."""
     if len(frame) < LENGTH.size:

@@ -61,9 +61,12 @@ READ_CHUNK = 256 * 1024
 FRAMES_PER_TURN = 32
 WRITE_COALESCE_BYTES = 256 * 1024
 
+#: An answer as a command or as its frame already encoded (``encode_json_answer``, with the
+#: request's opaque); None: no answer.
+Answer = RemotingCommand | bytes | None
 Handler = Callable[["Connection", RemotingCommand], Awaitable[RemotingCommand | None]]
 #: Answers to a list of requests, in their order (None: no answer).
-GroupHandler = Callable[["Connection", list[RemotingCommand]], Awaitable[list[RemotingCommand | None]]]
+GroupHandler = Callable[["Connection", list[RemotingCommand]], Awaitable[list[Answer]]]
 
 
 class Later(enum.Enum):
@@ -73,8 +76,8 @@ class Later(enum.Enum):
 
 
 LATER = Later.LATER
-#: A group taken at once: an answer (None: none) or LATER for each request; None: not taken.
-GroupNow = Callable[["Connection", list[RemotingCommand]], "list[RemotingCommand | Later | None] | None"]
+#: A group taken at once: an answer or LATER for each request; None: not taken.
+GroupNow = Callable[["Connection", list[RemotingCommand]], "list[Answer | Later] | None"]
 
 
 class OpaqueCounter:
@@ -262,7 +265,7 @@ class Connection:
                 return
         self._start(self._handle_group(group))
 
-    def _answer_group(self, cmds: list[RemotingCommand], answers: Sequence[RemotingCommand | Later | None]) -> None:
+    def _answer_group(self, cmds: list[RemotingCommand], answers: Sequence[Answer | Later]) -> None:
         """Answer each request of a group (none for LATER) in one write; past the transport's
         high-water mark the reading pauses until it drains (``run``)."""
         over = False
@@ -277,7 +280,7 @@ class Connection:
             self._flush()
         self._drain_due = self._drain_due or over
 
-    def reply(self, cmds: list[RemotingCommand], responses: list[RemotingCommand | None]) -> None:
+    def reply(self, cmds: list[RemotingCommand], responses: Sequence[Answer]) -> None:
         """Answer requests a ``group_now`` handler took as LATER (each exactly once), at once."""
         self._answer_group(cmds, responses)
 
@@ -304,13 +307,14 @@ class Connection:
             responses = [handler_failed(self, cmd, exc) for cmd in cmds]
         self._answer_group(cmds, responses)  # a batch already: out now, not after this turn
 
-    def _answer(self, cmd: RemotingCommand, response: RemotingCommand | None) -> bool:
+    def _answer(self, cmd: RemotingCommand, response: Answer) -> bool:
         """Queue the answer to ``cmd`` (none to a oneway request); whether the transport is
         over its high-water mark. Raises RemotingClosedError."""
         if cmd.is_oneway or response is None:
             return False
-        response.opaque = cmd.opaque
-        response.flag |= FLAG_RESPONSE
+        if isinstance(response, RemotingCommand):
+            response.opaque = cmd.opaque
+            response.flag |= FLAG_RESPONSE
         try:
             return self._queue(response)
         except FrameError as exc:
@@ -319,8 +323,8 @@ class Connection:
 
     # -- writing -----------------------------------------------------------------------------
 
-    def _frame(self, cmd: RemotingCommand) -> bytes:
-        frame = encode_frame(cmd)
+    def _frame(self, cmd: RemotingCommand | bytes) -> bytes:
+        frame = encode_frame(cmd) if isinstance(cmd, RemotingCommand) else cmd
         if len(frame) > self.frame_bytes_max:
             raise FrameError(
                 f"frame of {len(frame)} bytes exceeds the limit of {self.frame_bytes_max} bytes"
@@ -358,7 +362,7 @@ class Connection:
         if self._queue(cmd):
             await self._drain()
 
-    def _queue(self, cmd: RemotingCommand) -> bool:
+    def _queue(self, cmd: RemotingCommand | bytes) -> bool:
         """:meth:`send` without its coroutine (the hot paths call this and drain only when it
         says so): queue the frame; whether the transport is over its high-water mark."""
         self._enqueue(self._frame(cmd))

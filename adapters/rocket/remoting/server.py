@@ -18,6 +18,7 @@ from .codes import ResponseCode
 from .command import FRAME_BYTES_MAX, RemotingCommand
 from .connection import (
     PENDING_REQUESTS_MAX,
+    Answer,
     Connection,
     GroupHandler,
     GroupNow,
@@ -174,11 +175,11 @@ class RemotingServer:
             except Exception:
                 log.exception("disconnect listener failed for %s", conn.remote_addr)
 
-    def _dispatch_group_now(self, conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | Later | None] | None:
+    def _dispatch_group_now(self, conn: Connection, cmds: list[RemotingCommand]) -> list[Answer | Later] | None:
         now = self._group_now
         return None if now is None else now(conn, cmds)
 
-    def _dispatch_group(self, conn: Connection, cmds: list[RemotingCommand]) -> Awaitable[list[RemotingCommand | None]]:
+    def _dispatch_group(self, conn: Connection, cmds: list[RemotingCommand]) -> Awaitable[list[Answer]]:
         handler = self._group_handler
         if handler is None:  # unregistered since the connection read them
             return _each(self._dispatch, conn, cmds)
@@ -196,7 +197,7 @@ class RemotingServer:
         return handler(conn, cmd)
 
 
-async def _each(dispatch: Handler, conn: Connection, cmds: list[RemotingCommand]) -> list[RemotingCommand | None]:
+async def _each(dispatch: Handler, conn: Connection, cmds: list[RemotingCommand]) -> list[Answer]:
     """The answers of the requests' own handlers, run concurrently (one failing does not fail
     the others' answers)."""
     answers = await asyncio.gather(*(dispatch(conn, cmd) for cmd in cmds), return_exceptions=True)
