@@ -14,7 +14,7 @@ import logging
 from .busypoll import BusyPoll
 from .codes import ResponseCode
 from .command import FRAME_BYTES_MAX, RemotingCommand
-from .connection import PENDING_REQUESTS_MAX, Connection, Handler, OpaqueCounter
+from .connection import PENDING_REQUESTS_MAX, Connection, Handler, OpaqueCounter, RemotingProtocol
 from .errors import RemotingClosedError, RemotingConnectError
 
 log = logging.getLogger(__name__)
@@ -47,7 +47,6 @@ class RemotingClient:
         self._handlers: dict[int, Handler] = {}
         self._connections: dict[str, Connection] = {}
         self._connect_locks: dict[str, asyncio.Lock] = {}
-        self._reader_tasks: set[asyncio.Task[None]] = set()
         self._next_opaque = OpaqueCounter()
         self._closed = False
 
@@ -86,26 +85,28 @@ class RemotingClient:
 
     async def _open(self, addr: str) -> Connection:
         host, port = split_addr(addr)
-        try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection(host, port), self.connect_timeout_s
+
+        def make(transport: asyncio.Transport) -> Connection:
+            return Connection(
+                transport,
+                self._dispatch,
+                next_opaque=self._next_opaque,
+                frame_bytes_max=self.frame_bytes_max,
+                pending_requests_max=self.pending_requests_max,
+                busy_poll=self.busy_poll,
             )
-        except (OSError, TimeoutError) as exc:
+
+        async def connect() -> Connection:
+            _transport, protocol = await asyncio.get_running_loop().create_connection(
+                lambda: RemotingProtocol(make), host, port)
+            return await protocol.connected  # uvloop may call connection_made after returning
+
+        try:
+            conn = await asyncio.wait_for(connect(), self.connect_timeout_s)
+        except (OSError, TimeoutError, RemotingClosedError) as exc:
             raise RemotingConnectError(f"cannot connect to {addr}: {exc or 'timed out'}") from exc
-        conn = Connection(
-            reader,
-            writer,
-            self._dispatch,
-            next_opaque=self._next_opaque,
-            frame_bytes_max=self.frame_bytes_max,
-            pending_requests_max=self.pending_requests_max,
-            busy_poll=self.busy_poll,
-        )
         conn.add_close_listener(lambda c: self._forget(addr, c))
         self._connections[addr] = conn
-        task = asyncio.create_task(conn.run(), name=f"remoting-read-{addr}")
-        self._reader_tasks.add(task)
-        task.add_done_callback(self._reader_tasks.discard)
         return conn
 
     def _forget(self, addr: str, conn: Connection) -> None:
@@ -132,10 +133,6 @@ class RemotingClient:
         for conn in list(self._connections.values()):
             conn.close("client shutting down")
             await conn.cancel_handlers()
-        tasks = list(self._reader_tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __aenter__(self) -> RemotingClient:
         return self

@@ -1,21 +1,31 @@
 """One remoting connection, the same on the server and the client side.
 
-Either peer may send requests over a connection, so both sides need the same machinery: a read
-loop that tells responses (flag bit 0) from requests, a table of futures waiting for responses
+Either peer may send requests over a connection, so both sides need the same machinery: a
+reader that tells responses (flag bit 0) from requests, a table of futures waiting for responses
 keyed by opaque, and concurrent request handling whose responses may go out in any order.
+
+Reading is the transport's callback (:class:`RemotingProtocol`): the frames of each read are
+decoded and handed on in ``data_received`` itself, with no reading task between the socket and
+the handlers (a StreamReader and a task cost a one-at-a-time send about 15 us of the broker's
+time on this machine: the task's wake-up after the read, and its return to waiting before
+the loop could start the send's group-commit round). At most FRAMES_PER_TURN frames are handed
+on at a time: past that the connection pauses reading until the loop has run everything else
+once.
 
 Requests whose code is in ``group_codes`` are handed on together: those of one read (at most
 FRAMES_PER_TURN) go to ``group_dispatch`` as one list, in one task, which answers each of them
 (the broker's send path stores a read's sends to one queue as one append). A request of any
 other code hands on the group read before it first, so requests start in the order they came.
-``group_now``, if given, sees the list first, on the reading task with no task of its own: it
-may take the whole group (answering each request now, or ``LATER`` through :meth:`Connection.reply`)
-or decline it (None: then ``group_dispatch`` takes it).
+``group_now``, if given, sees the list first, with no task of its own: it may take the whole
+group (answering each request now, or ``LATER`` through :meth:`Connection.reply`) or decline it
+(None: then ``group_dispatch`` takes it). Answers given at once are not bounded by pending
+requests: once they take the transport past its high-water mark, the connection stops reading
+until they drain.
 
 Limits: a frame is at most ``frame_bytes_max`` bytes (the read buffer never holds more than one
-frame), at most ``pending_requests_max`` incoming requests are handled at once (more are
-answered SYSTEM_BUSY, so responses to our own requests are always still read), and at most
-``pending_requests_max`` of our requests wait for responses.
+partial frame and one read), at most ``pending_requests_max`` incoming requests are handled at
+once (more are answered SYSTEM_BUSY, so responses to our own requests are always still read),
+and at most ``pending_requests_max`` of our requests wait for responses.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import enum
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Collection, Coroutine, Sequence
-from typing import Any
+from typing import Any, cast
 
 from .busypoll import BusyPoll
 from .codes import FLAG_ONEWAY, FLAG_RESPONSE, ResponseCode, SerializeType
@@ -49,7 +59,6 @@ from .errors import (
 log = logging.getLogger(__name__)
 
 PENDING_REQUESTS_MAX = 1024
-READ_CHUNK = 256 * 1024
 #: Frames one connection dispatches before it lets the event loop run everything else once. A
 #: burst (64 producers answered by one group-commit round send again together) then does not
 #: wait in one piece: the round for its first frames starts, and their answers go out, while the
@@ -91,10 +100,12 @@ class OpaqueCounter:
 
 
 class Connection:
+    """Made by :class:`RemotingProtocol` for each transport: frames are decoded and handed on
+    in ``data_received``, with no task between the socket and the handlers."""
+
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
+        transport: asyncio.Transport,
         dispatch: Handler,
         *,
         next_opaque: Callable[[], int],
@@ -107,8 +118,7 @@ class Connection:
     ) -> None:
         self._loop = asyncio.get_running_loop()
         self._busy_poll = busy_poll if busy_poll is not None and busy_poll.enabled else None
-        self._reader = reader
-        self._writer = writer
+        self._transport = transport
         self._dispatch = dispatch
         self._group_dispatch = group_dispatch
         self._group_now = group_now
@@ -125,10 +135,15 @@ class Connection:
         self._out: list[bytes] = []  # frames waiting for the end of this turn of the loop
         self._out_bytes = 0
         self._flush_scheduled = False
+        self._buf = bytearray()  # bytes read and not yet decoded: at most one partial frame and one read
+        self._reading_paused = False  # by us: a turn's frames handed on, or the peer not reading answers
+        self._write_paused = False  # by the transport: its buffer is over the high-water mark
+        self._drain_waiters: list[asyncio.Future[None]] = []
+        self._done: asyncio.Future[None] = self._loop.create_future()
         self._closed = False
         self.close_reason: str | None = None
         self._on_close: list[Callable[[Connection], None]] = []
-        peer = writer.get_extra_info("peername")
+        peer = transport.get_extra_info("peername")
         self.remote_addr = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
 
     def __repr__(self) -> str:
@@ -144,69 +159,106 @@ class Connection:
     # -- reading -----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Read and dispatch frames until the peer goes away or the stream is unusable.
+        """Wait until the connection is closed (by either side, or for a bad frame); the
+        frames are read and handed on meanwhile by the transport's callbacks."""
+        await asyncio.shield(self._done)
 
-        Reads come in chunks of up to READ_CHUNK bytes and every whole frame in the buffer is
-        dispatched before the next read (one wake-up for many small frames), letting the loop
-        run everything else once after every FRAMES_PER_TURN of them. The buffer holds
-        at most one partial frame plus one chunk; a length prefix over the frame limit closes
-        the connection before its bytes are read."""
-        reason = "closed by peer"
-        buf = bytearray()
+    # Called by RemotingProtocol.
+
+    def _received(self, data: bytes) -> None:
+        """Bytes read: every whole frame in the buffer is handed on, FRAMES_PER_TURN at a time;
+        past that the reading pauses and the rest waits for the next turn of the loop (a burst
+        of 64 producers answered by one group-commit round sends again together: the round for
+        its first frames starts, and their answers go out, while the rest waits). A length
+        prefix over the frame limit closes the connection before its bytes are read."""
+        if self._closed:
+            return
+        self._buf += data
+        self._decode()
+
+    def _decode(self) -> None:
+        buf = self._buf
+        pos = 0
+        end = len(buf)
         turn = 0
         try:
-            while not self._closed:
-                data = await self._reader.read(READ_CHUNK)
-                if not data:
-                    if buf:
-                        reason = "closed by peer in the middle of a frame"
-                    break
-                buf += data
-                pos = 0
-                end = len(buf)
-                # Frames are decoded from views of the buffer (decoding copies the header and
-                # body out), so a frame's bytes are copied once; every view is released before
-                # the buffer is resized.
-                with memoryview(buf) as view:
-                    while end - pos >= LENGTH.size and not self._closed:
-                        (length,) = LENGTH.unpack_from(view, pos)
-                        check_frame_length(length, self.frame_bytes_max)
-                        stop = pos + LENGTH.size + length
-                        if stop > end:
-                            break
-                        with view[pos + LENGTH.size : stop] as payload:
-                            pos = stop
-                            self._on_frame(payload)
-                        self.frames_dispatched += 1
-                        turn += 1
-                        if turn == FRAMES_PER_TURN:
-                            turn = 0
-                            if self._group:
-                                self._start_group()
-                            if self._drain_due:
-                                self._drain_due = False
-                                await self._drain()
-                            else:
-                                await asyncio.sleep(0)
-                if self._group:
-                    self._start_group()
-                if pos:
-                    del buf[:pos]
-                if self._drain_due:  # the peer is not reading its answers: neither do we, for now
-                    self._drain_due = False
-                    await self._drain()
+            # Frames are decoded from views of the buffer (decoding copies the header and body
+            # out), so a frame's bytes are copied once; every view is released before the buffer
+            # is resized.
+            with memoryview(buf) as view:
+                while end - pos >= LENGTH.size and not self._closed:
+                    (length,) = LENGTH.unpack_from(view, pos)
+                    check_frame_length(length, self.frame_bytes_max)
+                    stop = pos + LENGTH.size + length
+                    if stop > end:
+                        break
+                    with view[pos + LENGTH.size : stop] as payload:
+                        pos = stop
+                        self._on_frame(payload)
+                    self.frames_dispatched += 1
+                    turn += 1
+                    if turn == FRAMES_PER_TURN and end - pos >= LENGTH.size:
+                        break
+            if self._group:
+                self._start_group()
         except FrameError as exc:
-            reason = f"bad frame: {exc}"
-            log.warning("closing %s: %s", self.remote_addr, reason)
+            self._fail(f"bad frame: {exc}")
+            return
         except HeaderError as exc:
-            reason = f"unparseable header and no recoverable opaque: {exc}"
-            log.warning("closing %s: %s", self.remote_addr, reason)
-        except OSError as exc:
+            self._fail(f"unparseable header and no recoverable opaque: {exc}")
+            return
+        except RemotingClosedError:
+            return
+        if pos:
+            del buf[:pos]
+        if self._closed:
+            return
+        if self._drain_due and self._write_paused:  # the peer is not reading its answers: neither do we, for now
+            self._drain_due = False
+            self._pause_reading()  # resume_writing goes on
+        elif turn == FRAMES_PER_TURN and len(buf) >= LENGTH.size:
+            self._pause_reading()
+            self._loop.call_soon(self._next_turn)  # everything else runs once first
+        else:
+            self._drain_due = False
+            self._resume_reading()
+
+    def _next_turn(self) -> None:
+        if not self._closed and not self._write_paused:
+            self._decode()
+
+    def _pause_reading(self) -> None:
+        if not self._reading_paused:
+            self._reading_paused = True
+            self._transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self._reading_paused:
+            self._reading_paused = False
+            self._transport.resume_reading()
+
+    def _writing_paused(self) -> None:
+        self._write_paused = True
+
+    def _writing_resumed(self) -> None:
+        self._write_paused = False
+        waiters, self._drain_waiters = self._drain_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        if self._reading_paused and not self._closed:
+            self._decode()  # what was read before the pause, then reading again
+
+    def _lost(self, exc: Exception | None) -> None:
+        if exc is not None:
             reason = f"connection error: {exc}"
-        except RemotingClosedError as exc:
-            reason = str(exc)
-        finally:
-            self.close(reason)
+        else:
+            reason = "closed by peer in the middle of a frame" if self._buf else "closed by peer"
+        self._close(reason, transport_gone=True)
+
+    def _fail(self, reason: str) -> None:
+        log.warning("closing %s: %s", self.remote_addr, reason)
+        self.close(reason)
 
     def _on_frame(self, payload: bytes | memoryview) -> None:
         try:
@@ -350,7 +402,7 @@ class Connection:
         if self._closed or not out:
             return
         try:
-            self._writer.write(out[0] if len(out) == 1 else b"".join(out))
+            self._transport.write(out[0] if len(out) == 1 else b"".join(out))
         except OSError as exc:
             self.close(f"write failed: {exc}")
             return
@@ -366,15 +418,18 @@ class Connection:
         """:meth:`send` without its coroutine (the hot paths call this and drain only when it
         says so): queue the frame; whether the transport is over its high-water mark."""
         self._enqueue(self._frame(cmd))
-        transport = self._writer.transport
-        return transport.get_write_buffer_size() > transport.get_write_buffer_limits()[1]
+        return self._write_paused
 
     async def _drain(self) -> None:
-        try:
-            await self._writer.drain()
-        except OSError as exc:
-            self.close(f"write failed: {exc}")
-            raise RemotingClosedError(f"connection to {self.remote_addr} failed: {exc}") from exc
+        """Wait until the transport's buffer is below its low-water mark again."""
+        if self._out:
+            self._flush()
+        if self._write_paused and not self._closed:
+            waiter = self._loop.create_future()
+            self._drain_waiters.append(waiter)
+            await waiter
+        if self._closed:
+            raise RemotingClosedError(f"connection to {self.remote_addr} is closed: {self.close_reason}")
 
     def _send_nowait(self, cmd: RemotingCommand) -> None:
         try:
@@ -421,20 +476,31 @@ class Connection:
     # -- closing -----------------------------------------------------------------------------
 
     def close(self, reason: str = "closed locally") -> None:
+        self._close(reason, transport_gone=False)
+
+    def _close(self, reason: str, *, transport_gone: bool) -> None:
         if self._closed:
             return
-        if self._out:
+        if self._out and not transport_gone:
             self._flush()  # answers queued before the close still go out
             if self._closed:  # the flush failed and closed us
                 return
         self._closed = True
         self.close_reason = reason
-        self._writer.close()
+        self._buf = bytearray()
+        if not transport_gone:
+            self._transport.close()
         error = RemotingClosedError(f"connection to {self.remote_addr} closed: {reason}")
         for future in self._waiting.values():
             if not future.done():
                 future.set_exception(error)
         self._waiting.clear()
+        for waiter in self._drain_waiters:
+            if not waiter.done():
+                waiter.set_result(None)  # _drain raises RemotingClosedError
+        self._drain_waiters.clear()
+        if not self._done.done():
+            self._done.set_result(None)
         for callback in self._on_close:
             try:
                 callback(self)
@@ -447,6 +513,49 @@ class Connection:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+class RemotingProtocol(asyncio.Protocol):
+    """The transport's side of a :class:`Connection`: ``make`` builds it once connected (None:
+    refused, the transport is closed)."""
+
+    def __init__(self, make: Callable[[asyncio.Transport], Connection | None]) -> None:
+        self._make = make
+        self.conn: Connection | None = None
+        self.connected: asyncio.Future[Connection] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        conn = self._make(cast(asyncio.Transport, transport))  # uvloop's are not asyncio.Transport subclasses
+        if conn is None:
+            transport.close()
+            if not self.connected.done():
+                self.connected.set_exception(RemotingClosedError("connection refused by its maker"))
+                self.connected.exception()  # retrieved: a server does not wait for it
+            return
+        self.conn = conn
+        if not self.connected.done():
+            self.connected.set_result(conn)
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn is not None:
+            self.conn._received(data)
+
+    def eof_received(self) -> bool:
+        return False  # the transport closes; connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.conn is not None:
+            self.conn._lost(exc)
+        elif not self.connected.done():
+            self.connected.set_exception(RemotingClosedError(f"connection lost before it was made: {exc}"))
+
+    def pause_writing(self) -> None:
+        if self.conn is not None:
+            self.conn._writing_paused()
+
+    def resume_writing(self) -> None:
+        if self.conn is not None:
+            self.conn._writing_resumed()
 
 
 def handler_failed(conn: Connection, cmd: RemotingCommand, exc: BaseException) -> RemotingCommand:

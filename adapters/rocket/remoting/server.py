@@ -25,6 +25,7 @@ from .connection import (
     Handler,
     Later,
     OpaqueCounter,
+    RemotingProtocol,
     handler_failed,
 )
 
@@ -59,7 +60,6 @@ class RemotingServer:
         self._group_codes: set[int] = set()  # shared with every connection (changes reach them)
         self._disconnect_listeners: list[Callable[[Connection], None]] = []
         self._connections: set[Connection] = set()
-        self._reader_tasks: set[asyncio.Task[None]] = set()
         self._server: asyncio.Server | None = None
         self._next_opaque = OpaqueCounter()
 
@@ -103,8 +103,8 @@ class RemotingServer:
         return list(self._connections)
 
     async def start(self) -> None:
-        self._server = await asyncio.start_server(
-            self._on_connect, self.host, self._requested_port
+        self._server = await asyncio.get_running_loop().create_server(
+            lambda: RemotingProtocol(self._accept), self.host, self._requested_port
         )
         log.info("%s server listening on %s", self.name, self.address)
 
@@ -120,10 +120,6 @@ class RemotingServer:
         for conn in list(self._connections):
             conn.close("server shutting down")
             await conn.cancel_handlers()
-        tasks = list(self._reader_tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
@@ -137,15 +133,13 @@ class RemotingServer:
 
     # -- connections ---------------------------------------------------------------------------
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _accept(self, transport: asyncio.Transport) -> Connection | None:
         if len(self._connections) >= self.connections_max:
             log.warning("%s: refusing connection from %s: %d connections open (limit)",
-                        self.name, writer.get_extra_info("peername"), len(self._connections))
-            writer.close()
-            return
+                        self.name, transport.get_extra_info("peername"), len(self._connections))
+            return None
         conn = Connection(
-            reader,
-            writer,
+            transport,
             self._dispatch,
             next_opaque=self._next_opaque,
             frame_bytes_max=self.frame_bytes_max,
@@ -157,14 +151,7 @@ class RemotingServer:
         )
         self._connections.add(conn)
         conn.add_close_listener(self._on_close)
-        task = asyncio.current_task()
-        if task is not None:
-            self._reader_tasks.add(task)
-        try:
-            await conn.run()
-        finally:
-            if task is not None:
-                self._reader_tasks.discard(task)
+        return conn
 
     def _on_close(self, conn: Connection) -> None:
         self._connections.discard(conn)
