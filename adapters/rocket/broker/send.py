@@ -205,7 +205,9 @@ class SendProcessor:
             if waiting is None:
                 waiting = rounds[durable] = _Waiting(self, conn)
                 broker.store.when_durable(durable, waiting.durable)
-                self._flush_gate(durable).add_done_callback(waiting.settled)
+                # After the round's start (call_soon'ed by the store before this): a round
+                # fsynced inline has answered these sends by then, and needs no gate.
+                asyncio.get_running_loop().call_soon(self._arm_gate, durable, waiting)
             waiting.entries.append((put, mine, base))
             for i in owners:
                 answers[i] = LATER
@@ -535,6 +537,12 @@ class SendProcessor:
 
         durable.add_done_callback(round_done)
         return gate
+
+    def _arm_gate(self, durable: asyncio.Future[None], waiting: _Waiting) -> None:
+        """The flush gate for sends of ``durable`` the round has not answered yet (its
+        failure, or syncFlushTimeout when its fsync is not inline)."""
+        if waiting.entries:
+            self._flush_gate(durable).add_done_callback(waiting.settled)
 
     def _gate_expired(self, durable: asyncio.Future[None], gate: asyncio.Future[bool]) -> None:
         if self._gates.get(durable) is gate:

@@ -319,18 +319,20 @@ class Connection:
 
     def _answer_group(self, cmds: list[RemotingCommand], answers: Sequence[Answer | Later]) -> None:
         """Answer each request of a group (none for LATER) in one write; past the transport's
-        high-water mark the reading pauses until it drains (``run``)."""
-        over = False
+        high-water mark the reading pauses until it drains (``_decode``)."""
+        scheduled, self._flush_scheduled = self._flush_scheduled, True  # written below, not at the end of the turn
         try:
             for cmd, response in zip(cmds, answers, strict=True):
                 if response is not LATER:
                     self._in_flight -= 1
-                    over = self._answer(cmd, response) or over
+                    self._answer(cmd, response)
         except RemotingClosedError:
             return
         if self._out:
             self._flush()
-        self._drain_due = self._drain_due or over
+        else:
+            self._flush_scheduled = scheduled
+        self._drain_due = self._drain_due or self._write_paused
 
     def reply(self, cmds: list[RemotingCommand], responses: Sequence[Answer]) -> None:
         """Answer requests a ``group_now`` handler took as LATER (each exactly once), at once."""

@@ -10,9 +10,18 @@ from pathlib import Path
 import orjson
 import pytest
 
+from adapters.rocket.broker.broker import Broker, log_config_for
+from adapters.rocket.broker.config import BrokerConfig
 from adapters.rocket.message import Message
-from adapters.rocket.remoting import RemotingCommand, RequestCode, ResponseCode, encode_frame
+from adapters.rocket.remoting import (
+    RemotingCommand,
+    RemotingServer,
+    RequestCode,
+    ResponseCode,
+    encode_frame,
+)
 from adapters.rocket.testing import ServeProcess
+from logstore import SimIO, Store, StoreConfig
 
 from ..helpers import RawPeer
 from .conftest import V2_SHORT, Driver, serving
@@ -172,3 +181,39 @@ async def test_plain_sends_are_taken_at_once_and_answered_by_their_round(tmp_pat
                                                               "beginTimestamp": 0, "endTimestamp": 2**62})
         assert resp.code == 0 and b"k5" in resp.body
         await driver.close()
+
+
+class _InProcess:
+    """What Driver needs of a ServeProcess, for a broker run in this process."""
+
+    def __init__(self, addr: str) -> None:
+        self.broker = addr
+
+
+async def test_a_round_that_fails_answers_the_sends_taken_at_once_with_an_error(tmp_path: Path) -> None:
+    """A SYNC_FLUSH round whose fsync fails (simulated IO, in this process): the plain sends
+    taken at once, waiting for that round, are answered SYSTEM_ERROR through the flush gate
+    (the round's durable callback never runs for them), and the broker still answers."""
+    io = SimIO()
+    config = BrokerConfig(broker_name="broker-f", flush_disk_type="SYNC_FLUSH", listen_port=0,
+                          store_path_root_dir=str(tmp_path / "store"))
+    store = await Store.open(config.store_path_root_dir, io=io,
+                             config=StoreConfig(default_log_config=log_config_for(config)))
+    broker = Broker(config, store, RemotingServer("127.0.0.1", 0, name="broker"))
+    await broker.start()
+    driver = Driver(_InProcess(broker.server.address))  # type: ignore[arg-type]
+    try:
+        await driver.create_topic("TF", 1)
+        ok = await driver.send(Message("TF", b"kept"), 0, RequestCode.SEND_MESSAGE_V2)
+        assert ok.code == ResponseCode.SUCCESS, ok.remark
+        groups = await runtime(driver, "sendGroupsAnsweredByRound")
+        io.fail_fsync()
+        failed = await driver.send(Message("TF", b"lost"), 0, RequestCode.SEND_MESSAGE_V2)
+        assert failed.code == ResponseCode.SYSTEM_ERROR and "store failed" in (failed.remark or ""), failed
+        assert await runtime(driver, "sendGroupsAnsweredByRound") == groups + 1  # taken at once, not by a task
+        _, got = await driver.pull("TF", 0, 0)
+        assert [m.body for m in got] == [b"kept"]
+    finally:
+        io.clear_faults()
+        await driver.close()
+        await broker.close()
