@@ -5,11 +5,12 @@ own ``logstore serve`` subprocess (free ports, a data dir under ``--dir`` or a t
 client (adapters.rocket.client, asyncio on uvloop) from this process. Messages are 1 KiB.
 
     logstore bench rocket [SCENARIO] [--quick] [--json] [--dir DIR] [--backlog 1000000] [--seconds 5]
-                          [--only sync1,sync1bp,sync64,tx,batch,consume,e2e,delay,orderly]
+                          [--only sync1,sync1nopoll,sync1bp,sync64,tx,batch,consume,e2e,delay,orderly]
 
 Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latency):
 
-* ``sync1``: SYNC_FLUSH broker, one synchronous send at a time for ``--seconds``, as RocketMQ's
+* ``sync1``: SYNC_FLUSH broker (its defaults, so ``busyPollMicros`` 100: it polls its sockets
+  for 100 us after each answer), one synchronous send at a time for ``--seconds``, as RocketMQ's
   benchmark producer sends: ``DefaultMQProducer.send`` from a thread (the sync facade, which
   sends on the caller's thread over a blocking connection once the route is cached); latency
   is the send's round trip. Baseline: a raw loop of ``os.write`` of 1 KiB + ``os.fdatasync`` on
@@ -21,6 +22,9 @@ Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latenc
   process that writes and fdatasyncs each before its 8-byte answer (``tools/fsync_echo.py``:
   blocking sockets, no framing, no event loop). Baseline: the raw fsync loop. No goal: it shows
   how much of ``sync1``'s distance from the raw loop the machine itself imposes.
+* ``sync1nopoll``: ``sync1`` against a broker with ``busyPollMicros=0`` (it sleeps in epoll as
+  soon as it has nothing to do), on its own SYNC_FLUSH broker. Baseline: the raw fsync loop,
+  measured again in that run. No goal: it shows what the broker's default polling adds.
 * ``sync1bp``: ``sync1`` with busy polling (remoting/busypoll.py) opted into on both sides, on
   its own SYNC_FLUSH broker: ``busyPollMicros`` ``--busy-poll-us`` (200) in its broker.conf and
   the producer's ``busy_poll_micros`` ``--client-busy-poll-us`` (1000): each polls its socket for
@@ -84,6 +88,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.rocket.admin import Admin, TopicSpec
+from adapters.rocket.broker.config import BUSY_POLL_MICROS_DEFAULT
 from adapters.rocket.client import (
     ClientConfig,
     ConsumeConcurrentlyStatus,
@@ -107,7 +112,7 @@ from tools.cli_support import parse_args
 from tools.fsync_echo import fsync_echo_rate
 
 MSG_BYTES = 1024
-SCENARIOS = ("sync1", "sync1bp", "sync64", "tx", "batch", "consume", "e2e", "delay", "orderly")
+SCENARIOS = ("sync1", "sync1nopoll", "sync1bp", "sync64", "tx", "batch", "consume", "e2e", "delay", "orderly")
 perf = time.perf_counter
 
 
@@ -132,10 +137,12 @@ class Reporter(benchkit.Reporter):
 class Server:
     """``logstore serve`` as a subprocess on free ports (its stderr is the bench's)."""
 
-    def __init__(self, root: Path, flush: str, busy_poll_us: int = 0, client_busy_poll_us: int = 0) -> None:
+    def __init__(self, root: Path, flush: str, busy_poll_us: int | None = None, client_busy_poll_us: int = 0) -> None:
         self.root = root
         self.flush = flush
-        self.busy_poll_us = busy_poll_us  # the broker's busyPollMicros
+        # the broker's busyPollMicros (None: its default, not written to broker.conf)
+        self.busy_poll_us = BUSY_POLL_MICROS_DEFAULT if busy_poll_us is None else busy_poll_us
+        self.busy_poll_conf = "" if busy_poll_us is None else f"busyPollMicros={busy_poll_us}\n"
         self.client_busy_poll_us = client_busy_poll_us  # the clients' busy_poll_micros
         self.serve: ServeProcess | None = None
         self.namesrv = self.broker = ""
@@ -144,7 +151,7 @@ class Server:
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "broker.conf"
         conf.write_text(f"brokerName=bench-{self.flush.lower()}\nflushDiskType={self.flush}\n"
-                        f"autoCreateTopicEnable=false\nbusyPollMicros={self.busy_poll_us}\n")
+                        f"autoCreateTopicEnable=false\n{self.busy_poll_conf}")
         self.serve = ServeProcess(self.root / "data", conf, stderr=None)
         self.serve.start()
         self.namesrv, self.broker = self.serve.namesrv, self.serve.broker
@@ -326,21 +333,26 @@ async def bench_sync(server: Server, rep: Reporter, args: argparse.Namespace, wo
         payload = body()
         await send_loop(producer, topic, perf() + 0.2, payload, [])  # route, connection
         if "sync1" in args.only:
-            polled = bool(server.busy_poll_us or server.client_busy_poll_us)
+            client_polled = bool(server.client_busy_poll_us)  # sync1bp (the client's polling is the event loop's)
+            unpolled = not server.busy_poll_us  # sync1nopoll: the sync API without the broker's polling
             p = {**base, "senders": 1, "busyPollMicros": server.busy_poll_us,
                  "client_busy_poll_micros": server.client_busy_poll_us}
-            if not polled:  # the sync API (busy polling is the event loop's: sync1bp is async only)
+            if not client_polled:
+                name = "sync1nopoll" if unpolled else "sync1"
                 tps, lat = await asyncio.to_thread(blocking_send_rate, server, topic, payload, args.seconds)
-                rep.emit(Figure("sync1.tps", tps, "msg/s", raw_ops, Goal("ratio", 0.5), {**p, "api": "sync"}))
-                rep.latency("sync1", Stats(lat), raw_lat, p)
+                rep.emit(Figure(f"{name}.tps", tps, "msg/s", raw_ops, None if unpolled else Goal("ratio", 0.5),
+                                {**p, "api": "sync"}))
+                rep.latency(name, Stats(lat), raw_lat, p)
+                if unpolled:
+                    return
             lat = []
             start = perf()
             n = await send_loop(producer, topic, start + args.seconds, payload, lat)
             tps = n / (perf() - start)
-            name = "sync1bp" if polled else "sync1async"
+            name = "sync1bp" if client_polled else "sync1async"
             rep.emit(Figure(f"{name}.tps", tps, "msg/s", raw_ops, Goal("ratio", 0.5), {**p, "api": "asyncio"}))
             rep.latency(name, Stats(lat), raw_lat, p)
-            if not polled:
+            if not client_polled:
                 floor_ops, floor_lat = await asyncio.to_thread(fsync_echo_rate, work, args.baseline_seconds)
                 p = {"message_bytes": MSG_BYTES, "seconds": args.baseline_seconds}
                 rep.emit(Figure("sync1floor.tps", floor_ops, "msg/s", raw_ops, None, p))
@@ -677,6 +689,11 @@ async def run_all(args: argparse.Namespace, rep: Reporter, work: Path) -> None:
         note("SYNC_FLUSH broker: sync1, sync64, tx")
         with running(Server(work / "bench-rocket-sync", "SYNC_FLUSH")) as server:
             await bench_sync(server, rep, args, work)
+    if "sync1nopoll" in args.only:
+        note("SYNC_FLUSH broker, busyPollMicros=0: sync1nopoll")
+        unpolled = argparse.Namespace(**{**vars(args), "only": {"sync1"}})
+        with running(Server(work / "bench-rocket-sync-nopoll", "SYNC_FLUSH", 0)) as server:
+            await bench_sync(server, rep, unpolled, work)
     if "sync1bp" in args.only:
         note(f"SYNC_FLUSH broker, busy polling ({args.busy_poll_us} us, client {args.client_busy_poll_us} us): sync1bp")
         polling = argparse.Namespace(**{**vars(args), "only": {"sync1"}})
@@ -726,7 +743,7 @@ def main(argv: list[str] | None = None) -> int:
     rep = Reporter(args.json)
     with workdir(args.dir, "logstore-bench-rocket-") as base:
         work = Path(base)
-        for sub in ("bench-rocket-sync", "bench-rocket-sync-bp", "bench-rocket-async", "bench-rocket-delay"):
+        for sub in ("bench-rocket-sync", "bench-rocket-sync-nopoll", "bench-rocket-sync-bp", "bench-rocket-async", "bench-rocket-delay"):
             shutil.rmtree(work / sub, ignore_errors=True)  # each run starts from empty stores
         runtime.run(run_all(args, rep, work))
     return 0

@@ -27,6 +27,10 @@ SYNC_MASTER = "SYNC_MASTER"
 SLAVE = "SLAVE"
 BROKER_ROLES = (ASYNC_MASTER, SYNC_MASTER, SLAVE)
 MASTER_ID = 0
+#: busyPollMicros when broker.conf does not say: the window after an answer in which a client
+#: sending one message at a time sends its next (it spends about 100 us between an answer and
+#: its next request on this machine; measured in the README's "Busy polling by default").
+BUSY_POLL_MICROS_DEFAULT = 100
 
 
 @dataclass
@@ -70,9 +74,11 @@ class BrokerConfig:
     slave_sync_interval: int = 10_000  # ms between a slave's metadata syncs (RocketMQ: 10 s)
     ha_lag_time_max_ms: int = 30_000  # a slave this far behind is out of sync (Kafka's replica.lag.time.max.ms)
     # Not a RocketMQ key: poll the sockets this long after answering instead of sleeping until
-    # the next request wakes the loop (remoting/busypoll.py). Lower latency for one-at-a-time
-    # senders, paid in CPU (at most this much per answer). 0 turns it off.
-    busy_poll_micros: int = 0
+    # the next request wakes the loop (remoting/busypoll.py), as Seastar's reactor (Redpanda,
+    # ScyllaDB) polls a while before it sleeps. Lower latency for a client that sends again as
+    # soon as it is answered, paid in CPU: at most this much per answer, none when idle, next
+    # to none under load (the loop has work anyway). 0 turns it off.
+    busy_poll_micros: int = BUSY_POLL_MICROS_DEFAULT
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
