@@ -144,6 +144,8 @@ class SendProcessor:
         self.topic_bytes_cache: dict[str, bytes] = {}
         self._hosts: dict[str, tuple[bytes, int]] = {}
         self._gates: dict[asyncio.Future[None], asyncio.Future[bool]] = {}
+        self._to_arm: dict[asyncio.Future[None], list[_Waiting]] = {}  # _arm_later -> _arm_gates
+        self._arm_due = False
         self._valid_topics: set[str] = set()  # names that passed check_topic_name and are not system topics
         self.puts = 0
         self.groups_now = 0  # groups send_group_now took (no task of their own)
@@ -205,9 +207,7 @@ class SendProcessor:
             if waiting is None:
                 waiting = rounds[durable] = _Waiting(self, conn)
                 broker.store.when_durable(durable, waiting.durable)
-                # After the round's start (call_soon'ed by the store before this): a round
-                # fsynced inline has answered these sends by then, and needs no gate.
-                asyncio.get_running_loop().call_soon(self._arm_gate, durable, waiting)
+                self._arm_later(durable, waiting)
             waiting.entries.append((put, mine, base))
             for i in owners:
                 answers[i] = LATER
@@ -538,11 +538,30 @@ class SendProcessor:
         durable.add_done_callback(round_done)
         return gate
 
-    def _arm_gate(self, durable: asyncio.Future[None], waiting: _Waiting) -> None:
-        """The flush gate for sends of ``durable`` the round has not answered yet (its
-        failure, or syncFlushTimeout when its fsync is not inline)."""
-        if waiting.entries:
-            self._flush_gate(durable).add_done_callback(waiting.settled)
+    def _arm_later(self, durable: asyncio.Future[None], waiting: _Waiting) -> None:
+        """Give ``waiting`` the flush gate of ``durable`` once the loop has run the callbacks
+        queued before this one, the store's start of the round among them: a round fsynced
+        inline has answered its sends by then and needs no gate (one callback a turn of the
+        loop arms every round's gates)."""
+        waitings = self._to_arm.get(durable)
+        if waitings is None:
+            waitings = self._to_arm[durable] = []
+            if not self._arm_due:
+                self._arm_due = True
+                asyncio.get_running_loop().call_soon(self._arm_gates)
+        waitings.append(waiting)
+
+    def _arm_gates(self) -> None:
+        """The flush gates for the sends their rounds have not answered yet (a round's failure,
+        or syncFlushTimeout when its fsync is not inline)."""
+        self._arm_due = False
+        to_arm, self._to_arm = self._to_arm, {}
+        for durable, waitings in to_arm.items():
+            gate = None
+            for waiting in waitings:
+                if waiting.entries:
+                    gate = gate or self._flush_gate(durable)
+                    gate.add_done_callback(waiting.settled)
 
     def _gate_expired(self, durable: asyncio.Future[None], gate: asyncio.Future[bool]) -> None:
         if self._gates.get(durable) is gate:
