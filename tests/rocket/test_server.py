@@ -38,6 +38,14 @@ BOOM = 9003
 CALL_BACK = 9004
 
 
+@pytest.fixture(params=[pytest.param(("asyncio", {}), id="asyncio"),
+                        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, bool]]:
+    """Every test on asyncio's own loop and on uvloop, which the broker and the bench run on
+    (its transports call ``connection_made`` later and are no asyncio.Transport subclasses)."""
+    return request.param  # type: ignore[no-any-return]
+
+
 async def echo(conn: Connection, cmd: RemotingCommand) -> RemotingCommand:
     return cmd.make_response(ResponseCode.SUCCESS, cmd.remark, cmd.ext_fields, cmd.body)
 
@@ -554,3 +562,25 @@ async def test_answers_given_at_once_to_a_peer_that_does_not_read_stop_the_readi
         assert sorted(c.opaque for c in got) == list(range(1, total + 1))
         assert all(len(c.body) == len(big) for c in got) and seen == total
         await peer.close()
+
+
+async def test_why_a_connection_closed_is_kept() -> None:
+    """The reason a connection closed, as its disconnect listeners see it: the peer hanging up
+    between frames (its answer still sent), in the middle of one, and a frame over the limit."""
+    async with running_server() as server:
+        reasons: list[str | None] = []
+        server.add_disconnect_listener(lambda conn: reasons.append(conn.close_reason))
+        whole = encode_frame(RemotingCommand.request(ECHO, {"n": "1"}))
+        for i, data in enumerate((whole, whole + whole[:7], struct.pack(">i", 2**31 - 1))):
+            peer = await RawPeer.open(server.port)
+            await peer.send(data)
+            if i == 0:
+                assert (await peer.read_command()).ext_fields == {"n": "1"}
+            await peer.close()
+            for _ in range(200):
+                if len(reasons) > i:
+                    break
+                await asyncio.sleep(0.01)
+        await assert_serves_others(server)
+    assert reasons[:2] == ["closed by peer", "closed by peer in the middle of a frame"], reasons
+    assert reasons[2] is not None and reasons[2].startswith("bad frame:"), reasons

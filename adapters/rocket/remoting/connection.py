@@ -249,12 +249,15 @@ class Connection:
         if self._reading_paused and not self._closed:
             self._decode()  # what was read before the pause, then reading again
 
+    def _eof(self) -> None:
+        """The peer closed its side: what is queued still goes out, then we close too."""
+        self.close(self._closed_by_peer())
+
     def _lost(self, exc: Exception | None) -> None:
-        if exc is not None:
-            reason = f"connection error: {exc}"
-        else:
-            reason = "closed by peer in the middle of a frame" if self._buf else "closed by peer"
-        self._close(reason, transport_gone=True)
+        self._close(f"connection error: {exc}" if exc is not None else self._closed_by_peer(), transport_gone=True)
+
+    def _closed_by_peer(self) -> str:
+        return "closed by peer in the middle of a frame" if self._buf else "closed by peer"
 
     def _fail(self, reason: str) -> None:
         log.warning("closing %s: %s", self.remote_addr, reason)
@@ -543,6 +546,8 @@ class RemotingProtocol(asyncio.Protocol):
             self.conn._received(data)
 
     def eof_received(self) -> bool:
+        if self.conn is not None:
+            self.conn._eof()
         return False  # the transport closes; connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
