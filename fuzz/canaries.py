@@ -71,15 +71,15 @@ def skip_dir_fsync() -> Iterator[None]:
 
 @contextlib.contextmanager
 def ack_before_fsync() -> Iterator[None]:
-    def round_(original: Callable[[st.Store], Any]) -> Callable[[st.Store], Any]:
-        async def patched(self: st.Store) -> None:
+    def start_round(original: Callable[..., None]) -> Callable[..., None]:
+        def patched(self: st.Store, *args: Any) -> None:  # every round starts here (_kick, _round)
             journal = self.journal
             if journal is not None:
                 journal.fdatasync = lambda: None  # type: ignore[method-assign]
-            await original(self)
+            original(self, *args)
         return patched
 
-    with _patched(st.Store, "_round", round_):
+    with _patched(st.Store, "_start_round", start_round):
         yield
 
 
