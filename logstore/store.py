@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import concurrent.futures
 import contextlib
 import logging
 import posixpath
@@ -34,7 +35,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from logstore import checkpoint as ckpt
 from logstore import journal as jn
@@ -185,6 +186,7 @@ class Store:
         self._checkpoint_lock = asyncio.Lock()
         self._written_checkpoint: ckpt.Checkpoint | None = None  # the last one this process wrote
         self._executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="logstore-fsync")
+        self._working: set[concurrent.futures.Future[Any]] = set()  # run_blocking's, until they return
         self._journal_worker = OrderedWorker("logstore-journal", self.config.journal_threads)
         self._tasks: list[asyncio.Task[None]] = []
         self.last_fsync_s = 0.0  # how long the latest journal fsync took
@@ -384,6 +386,9 @@ class Store:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # What a cancelled task left running in a worker thread (the background checkpoint's
+        # write of the checkpoint file, its deletion of old journals) ends before the writes below.
+        await asyncio.gather(*(asyncio.wrap_future(w) for w in list(self._working)), return_exceptions=True)
         clean = self.failure is None and all(log.failure is None for log in self.logs.values())
         try:
             if clean:
@@ -518,6 +523,9 @@ class Store:
     # -- hooks used by logs --------------------------------------------------------------------------
 
     def run_blocking(self, fn: Callable[[], T]) -> asyncio.Future[T]:
+        """``fn()`` in a worker thread (inline when IO does not block). The thread's work is
+        tracked until it returns: cancelling the caller does not stop it, so :meth:`close`
+        waits for it before it writes the same files."""
         loop = asyncio.get_running_loop()
         if not self.io.fsync_blocks:
             fut: asyncio.Future[T] = loop.create_future()
@@ -526,7 +534,10 @@ class Store:
             except Exception as exc:  # delivered to the awaiting caller
                 fut.set_exception(exc)
             return fut
-        return loop.run_in_executor(self._executor, fn)
+        work = self._executor.submit(fn)
+        self._working.add(work)
+        work.add_done_callback(self._working.discard)
+        return asyncio.wrap_future(work, loop=loop)
 
     def _in_journal_order(self, write: Callable[[], None], sync: Callable[[], None]) -> asyncio.Future[None]:
         """Run a journal write on a journal thread, after every earlier one, then its fsync on

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from pathlib import Path
 from typing import Any
 
@@ -655,3 +656,35 @@ def test_when_durable_runs_after_the_fsync_and_before_the_commit(env: Env, path:
         await store.close()
 
     run(body)
+
+
+def test_close_waits_for_a_checkpoint_a_cancelled_task_left_in_its_thread(tmp_path: Path) -> None:
+    """A checkpoint's file write runs in a worker thread; cancelling the task that awaited it
+    (as close() cancels the background task) does not stop the thread. close() writes the same
+    checkpoint file: it waits for that thread first (two writers renaming one temporary file
+    failed with FileNotFoundError)."""
+    spans: list[tuple[float, float]] = []
+
+    async def main() -> None:
+        store = await Store.open(str(tmp_path / "store"), io=RealIO())
+        log = await store.create_log("t", LogConfig(flush="sync"))
+        await log.append(build_batch([rec(0)]))
+        real_write = store._write_checkpoint_now
+
+        def slow_write(**kwargs: Any) -> None:
+            start = time.monotonic()
+            time.sleep(0.2)
+            real_write(**kwargs)
+            spans.append((start, time.monotonic()))
+
+        store._write_checkpoint_now = slow_write  # type: ignore[method-assign]
+        task = asyncio.ensure_future(store.write_checkpoint())
+        await asyncio.sleep(0.05)  # the thread is writing
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await store.close()
+
+    run(main)
+    assert len(spans) == 2
+    (_, first_end), (second_start, _) = sorted(spans)
+    assert second_start >= first_end  # close's write began after the cancelled one's ended
