@@ -9,8 +9,9 @@ Layout::
     <root>/logs/<name>/config.json
     <root>/logs/<name>/<base>.log / .index / .timeindex   (segment.py, index.py)
 
-Group commit (sync logs): appends queue; one flusher task takes everything queued, writes it to
-the journal and to the segments, runs one fdatasync of the journal (on the loop's thread for a
+Group commit (sync logs): appends queue; a round (started by a callback the round's first
+append schedules, or by the flusher task when it must wait for a journal rotation, a checkpoint
+or a full pipeline) takes everything queued, writes it to the journal and to the segments, runs one fdatasync of the journal (on the loop's thread for a
 small round on a fast disk; through an io_uring, uring.py, where the kernel has one; else in a
 worker thread), then acknowledges the whole round (journal writes stay in order: on the loop's
 thread, or on one journal thread; the fdatasyncs of two rounds in flight run on two threads at
