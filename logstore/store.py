@@ -11,8 +11,8 @@ Layout::
 
 Group commit (sync logs): appends queue; a round (started by a callback the round's first
 append schedules, or by the flusher task when it must wait for a journal rotation, a checkpoint
-or a full pipeline) takes everything queued, writes it to the journal and to the segments, runs one fdatasync of the journal (on the loop's thread for a
-small round on a fast disk; through an io_uring, uring.py, where the kernel has one; else in a
+or a full pipeline) takes everything queued, writes it to the journal and to the segments, runs
+one fdatasync of the journal (on the loop's thread for a small round on a fast disk; through an io_uring, uring.py, where the kernel has one; else in a
 worker thread), then acknowledges the whole round (journal writes stay in order: on the loop's
 thread, or on one journal thread; the fdatasyncs of two rounds in flight run on two threads at
 once, see worker.py). Appends that arrive while that fsync runs form the next round,
@@ -708,10 +708,7 @@ class Store:
             await self._wake.wait()
             self._wake.clear()
             while self._batches:
-                while self._inflight and self._inflight[0].done():
-                    self._inflight.popleft()
-                cfg = self.config
-                if len(self._inflight) >= (cfg.ring_rounds_in_flight_max if self._ring_usable else cfg.rounds_in_flight_max):
+                if self._pipeline_full():
                     await asyncio.wait({self._inflight[0]})
                     continue
                 await self._round()
@@ -760,12 +757,7 @@ class Store:
     def _round_now(self) -> bool:
         """Start the first queued round here, unless it must wait (False)."""
         journal = self.journal
-        if journal is None or self._round_lock.locked() or self.failure is not None:
-            return False
-        while self._inflight and self._inflight[0].done():
-            self._inflight.popleft()
-        cfg = self.config
-        if len(self._inflight) >= (cfg.ring_rounds_in_flight_max if self._ring_usable else cfg.rounds_in_flight_max):
+        if journal is None or self._round_lock.locked() or self.failure is not None or self._pipeline_full():
             return False
         queued = self._batches[0]
         nbytes = _round_bytes(queued)
@@ -774,6 +766,13 @@ class Store:
         self._batches.popleft()
         self._start_round(queued, nbytes)
         return True
+
+    def _pipeline_full(self) -> bool:
+        """Whether as many rounds are in flight as may be (acknowledged ones dropped first)."""
+        while self._inflight and self._inflight[0].done():
+            self._inflight.popleft()
+        cfg = self.config
+        return len(self._inflight) >= (cfg.ring_rounds_in_flight_max if self._ring_usable else cfg.rounds_in_flight_max)
 
     def _start_round(self, queued: _Queued, nbytes: int) -> None:
         """One group commit with room for it in the journal: journal write, its fdatasync,

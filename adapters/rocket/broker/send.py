@@ -144,8 +144,7 @@ class SendProcessor:
         self.topic_bytes_cache: dict[str, bytes] = {}
         self._hosts: dict[str, tuple[bytes, int]] = {}
         self._gates: dict[asyncio.Future[None], asyncio.Future[bool]] = {}
-        self._to_arm: dict[asyncio.Future[None], list[_Waiting]] = {}  # _arm_later -> _arm_gates
-        self._arm_due = False
+        self._to_arm: dict[asyncio.Future[None], list[_Waiting]] = {}  # _arm_later -> _arm_gates (scheduled while any)
         self._valid_topics: set[str] = set()  # names that passed check_topic_name and are not system topics
         self.puts = 0
         self.groups_now = 0  # groups send_group_now took (no task of their own)
@@ -543,24 +542,19 @@ class SendProcessor:
         queued before this one, the store's start of the round among them: a round fsynced
         inline has answered its sends by then and needs no gate (one callback a turn of the
         loop arms every round's gates)."""
-        waitings = self._to_arm.get(durable)
-        if waitings is None:
-            waitings = self._to_arm[durable] = []
-            if not self._arm_due:
-                self._arm_due = True
-                asyncio.get_running_loop().call_soon(self._arm_gates)
-        waitings.append(waiting)
+        if not self._to_arm:
+            asyncio.get_running_loop().call_soon(self._arm_gates)
+        self._to_arm.setdefault(durable, []).append(waiting)
 
     def _arm_gates(self) -> None:
         """The flush gates for the sends their rounds have not answered yet (a round's failure,
         or syncFlushTimeout when its fsync is not inline)."""
-        self._arm_due = False
         to_arm, self._to_arm = self._to_arm, {}
         for durable, waitings in to_arm.items():
-            gate = None
-            for waiting in waitings:
-                if waiting.entries:
-                    gate = gate or self._flush_gate(durable)
+            unanswered = [w for w in waitings if w.entries]
+            if unanswered:
+                gate = self._flush_gate(durable)
+                for waiting in unanswered:
                     gate.add_done_callback(waiting.settled)
 
     def _gate_expired(self, durable: asyncio.Future[None], gate: asyncio.Future[bool]) -> None:
