@@ -5,12 +5,12 @@ own ``logstore serve`` subprocess (free ports, a data dir under ``--dir`` or a t
 client (adapters.rocket.client, asyncio on uvloop) from this process. Messages are 1 KiB.
 
     logstore bench rocket [SCENARIO] [--quick] [--json] [--dir DIR] [--backlog 1000000] [--seconds 5]
-                          [--only sync1,sync1nopoll,sync1bp,sync64,tx,batch,consume,e2e,delay,orderly]
+                          [--only sync1,sync1nopoll,sync1nopin,sync1bp,sync64,tx,batch,consume,e2e,delay,orderly]
 
 Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latency):
 
 * ``sync1``: SYNC_FLUSH broker (its defaults, so ``busyPollMicros`` 100: it polls its sockets
-  for 100 us after each answer), one synchronous send at a time for ``--seconds``, as RocketMQ's
+  for 100 us after each answer; ``cpuAffinity`` auto), one synchronous send at a time for ``--seconds``, as RocketMQ's
   benchmark producer sends: ``DefaultMQProducer.send`` from a thread (the sync facade, which
   sends on the caller's thread over a blocking connection once the route is cached); latency
   is the send's round trip. Baseline: a raw loop of ``os.write`` of 1 KiB + ``os.fdatasync`` on
@@ -25,6 +25,11 @@ Scenarios and figures (``<scenario>.tps`` msg/s, ``.avg`` and ``.p99`` ms latenc
 * ``sync1nopoll``: ``sync1`` against a broker with ``busyPollMicros=0`` (it sleeps in epoll as
   soon as it has nothing to do), on its own SYNC_FLUSH broker. Baseline: the raw fsync loop,
   measured again in that run. No goal: it shows what the broker's default polling adds.
+* ``sync1nopin``: ``sync1`` against a broker with ``cpuAffinity=off`` (the kernel places it on
+  any CPU; by default it runs on the CPU taking its disk's interrupts, when one CPU takes them
+  all: logstore/affinity.py), on its own SYNC_FLUSH broker. Baseline: the raw fsync loop,
+  measured again in that run. No goal: it shows what the default placement adds. Every
+  ``sync1*`` figure's ``params.broker_cpus`` lists the CPUs its broker may run on.
 * ``sync1bp``: ``sync1`` with busy polling (remoting/busypoll.py) opted into on both sides, on
   its own SYNC_FLUSH broker: ``busyPollMicros`` ``--busy-poll-us`` (200) in its broker.conf and
   the producer's ``busy_poll_micros`` ``--client-busy-poll-us`` (1000): each polls its socket for
@@ -83,7 +88,7 @@ import random
 import shutil
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +117,7 @@ from tools.cli_support import parse_args
 from tools.fsync_echo import fsync_echo_rate
 
 MSG_BYTES = 1024
-SCENARIOS = ("sync1", "sync1nopoll", "sync1bp", "sync64", "tx", "batch", "consume", "e2e", "delay", "orderly")
+SCENARIOS = ("sync1", "sync1nopoll", "sync1nopin", "sync1bp", "sync64", "tx", "batch", "consume", "e2e", "delay", "orderly")
 perf = time.perf_counter
 
 
@@ -137,13 +142,17 @@ class Reporter(benchkit.Reporter):
 class Server:
     """``logstore serve`` as a subprocess on free ports (its stderr is the bench's)."""
 
-    def __init__(self, root: Path, flush: str, busy_poll_us: int | None = None, client_busy_poll_us: int = 0) -> None:
+    def __init__(self, root: Path, flush: str, busy_poll_us: int | None = None, client_busy_poll_us: int = 0,
+                 cpu_affinity: str | None = None, variant: str = "") -> None:
         self.root = root
         self.flush = flush
-        # the broker's busyPollMicros (None: its default, not written to broker.conf)
+        # the broker's busyPollMicros and cpuAffinity (None: its default, not written to broker.conf)
         self.busy_poll_us = BUSY_POLL_MICROS_DEFAULT if busy_poll_us is None else busy_poll_us
-        self.busy_poll_conf = "" if busy_poll_us is None else f"busyPollMicros={busy_poll_us}\n"
+        self.conf = "".join(f"{key}={value}\n" for key, value in (("busyPollMicros", busy_poll_us),
+                                                                   ("cpuAffinity", cpu_affinity))
+                            if value is not None)
         self.client_busy_poll_us = client_busy_poll_us  # the clients' busy_poll_micros
+        self.variant = variant  # sync1's figure for this broker: sync1<variant>
         self.serve: ServeProcess | None = None
         self.namesrv = self.broker = ""
 
@@ -151,7 +160,7 @@ class Server:
         self.root.mkdir(parents=True, exist_ok=True)
         conf = self.root / "broker.conf"
         conf.write_text(f"brokerName=bench-{self.flush.lower()}\nflushDiskType={self.flush}\n"
-                        f"autoCreateTopicEnable=false\n{self.busy_poll_conf}")
+                        f"autoCreateTopicEnable=false\n{self.conf}")
         self.serve = ServeProcess(self.root / "data", conf, stderr=None)
         self.serve.start()
         self.namesrv, self.broker = self.serve.namesrv, self.serve.broker
@@ -163,6 +172,14 @@ class Server:
         if self.serve.killed:
             note(f"logstore serve ({self.flush}) did not stop within {STOP_GRACE_S:g} s of SIGTERM; killed")
         self.serve = None
+
+    def cpus(self) -> str:
+        """The CPUs the broker process may run on (its ``cpuAffinity`` applied), as the kernel
+        lists them."""
+        pid = self.serve.pid if self.serve is not None else None
+        assert pid is not None
+        with open(f"/proc/{pid}/status") as f:
+            return next(line.split()[1] for line in f if line.startswith("Cpus_allowed_list:"))
 
     def client_config(self, label: str) -> ClientConfig:
         return ClientConfig(namesrv_addr=self.namesrv, client_ip="127.0.0.1", instance_name=f"bench-{label}",
@@ -282,13 +299,16 @@ def body() -> bytes:
     return os.urandom(MSG_BYTES)
 
 
-async def send_loop(producer: Producer, topic: str, until: float, payload: bytes, lat: list[float]) -> int:
+async def send_loop(send: Callable[[Message], Awaitable[object]], topic: str, until: float, payload: bytes,
+                    lat: list[float]) -> int:
+    """One ``send`` (``Producer.send``, ``send_message_in_transaction``) at a time until
+    ``until``: how many, each one's latency appended to ``lat``."""
     n = 0
     while True:
         t0 = perf()
         if t0 >= until:
             return n
-        await producer.send(Message(topic, payload))
+        await send(Message(topic, payload))
         lat.append(perf() - t0)
         n += 1
 
@@ -299,16 +319,16 @@ def blocking_send_rate(server: Server, topic: str, payload: bytes, seconds: floa
     producer = DefaultMQProducer("bench_sync1_pg", client_config=server.client_config("sync1"))
     producer.start()
     try:
-        blocking_send_loop(producer, topic, perf() + 0.2, payload, [])
+        blocking_send_loop(producer.send, topic, perf() + 0.2, payload, [])
         lat: list[float] = []
         start = perf()
-        n = blocking_send_loop(producer, topic, start + seconds, payload, lat)
+        n = blocking_send_loop(producer.send, topic, start + seconds, payload, lat)
         return n / (perf() - start), lat
     finally:
         producer.shutdown()
 
 
-def blocking_send_loop(producer: DefaultMQProducer, topic: str, until: float, payload: bytes,
+def blocking_send_loop(send: Callable[[Message], object], topic: str, until: float, payload: bytes,
                        lat: list[float]) -> int:
     """:func:`send_loop` with the synchronous API."""
     n = 0
@@ -316,7 +336,7 @@ def blocking_send_loop(producer: DefaultMQProducer, topic: str, until: float, pa
         t0 = perf()
         if t0 >= until:
             return n
-        producer.send(Message(topic, payload))
+        send(Message(topic, payload))
         lat.append(perf() - t0)
         n += 1
 
@@ -331,28 +351,28 @@ async def bench_sync(server: Server, rep: Reporter, args: argparse.Namespace, wo
     await producer.start()
     try:
         payload = body()
-        await send_loop(producer, topic, perf() + 0.2, payload, [])  # route, connection
+        await send_loop(producer.send, topic, perf() + 0.2, payload, [])  # route, connection
         if "sync1" in args.only:
-            client_polled = bool(server.client_busy_poll_us)  # sync1bp (the client's polling is the event loop's)
-            unpolled = not server.busy_poll_us  # sync1nopoll: the sync API without the broker's polling
+            # sync1 and sync1async on the default broker; sync1bp (the client's polling is its event
+            # loop's) asyncio only; sync1nopoll and sync1nopin (a default turned off) sync only
+            name = f"sync1{server.variant}"
             p = {**base, "senders": 1, "busyPollMicros": server.busy_poll_us,
-                 "client_busy_poll_micros": server.client_busy_poll_us}
-            if not client_polled:
-                name = "sync1nopoll" if unpolled else "sync1"
+                 "client_busy_poll_micros": server.client_busy_poll_us, "broker_cpus": server.cpus()}
+            if server.variant != "bp":
                 tps, lat = await asyncio.to_thread(blocking_send_rate, server, topic, payload, args.seconds)
-                rep.emit(Figure(f"{name}.tps", tps, "msg/s", raw_ops, None if unpolled else Goal("ratio", 0.5),
+                rep.emit(Figure(f"{name}.tps", tps, "msg/s", raw_ops, None if server.variant else Goal("ratio", 0.5),
                                 {**p, "api": "sync"}))
                 rep.latency(name, Stats(lat), raw_lat, p)
-                if unpolled:
+                if server.variant:
                     return
             lat = []
             start = perf()
-            n = await send_loop(producer, topic, start + args.seconds, payload, lat)
+            n = await send_loop(producer.send, topic, start + args.seconds, payload, lat)
             tps = n / (perf() - start)
-            name = "sync1bp" if client_polled else "sync1async"
+            name = "sync1bp" if server.variant else "sync1async"
             rep.emit(Figure(f"{name}.tps", tps, "msg/s", raw_ops, Goal("ratio", 0.5), {**p, "api": "asyncio"}))
             rep.latency(name, Stats(lat), raw_lat, p)
-            if not client_polled:
+            if not server.variant:
                 floor_ops, floor_lat = await asyncio.to_thread(fsync_echo_rate, work, args.baseline_seconds)
                 p = {"message_bytes": MSG_BYTES, "seconds": args.baseline_seconds}
                 rep.emit(Figure("sync1floor.tps", floor_ops, "msg/s", raw_ops, None, p))
@@ -360,7 +380,7 @@ async def bench_sync(server: Server, rep: Reporter, args: argparse.Namespace, wo
         if "sync64" in args.only:
             lat = []
             start = perf()
-            counts = await asyncio.gather(*(send_loop(producer, topic, start + args.seconds, payload, lat)
+            counts = await asyncio.gather(*(send_loop(producer.send, topic, start + args.seconds, payload, lat)
                                             for _ in range(args.senders)))
             tps = sum(counts) / (perf() - start)
             p = {**base, "senders": args.senders}
@@ -380,18 +400,6 @@ class CommitAll(TransactionListener):
         return LocalTransactionState.COMMIT_MESSAGE
 
 
-async def tx_loop(producer: TransactionProducer, topic: str, until: float, payload: bytes,
-                  lat: list[float]) -> int:
-    n = 0
-    while True:
-        t0 = perf()
-        if t0 >= until:
-            return n
-        await producer.send_message_in_transaction(Message(topic, payload))
-        lat.append(perf() - t0)
-        n += 1
-
-
 async def bench_tx(server: Server, rep: Reporter, args: argparse.Namespace) -> None:
     """Transactional sends (commit path) beside plain sync sends with as many senders."""
     topic, plain_topic = "BenchTx", "BenchTxPlain"
@@ -404,17 +412,18 @@ async def bench_tx(server: Server, rep: Reporter, args: argparse.Namespace) -> N
     await tx.start()
     payload = body()
     try:
-        await send_loop(plain, plain_topic, perf() + 0.2, payload, [])  # routes, connections
-        sent = await tx_loop(tx, topic, perf() + 0.2, payload, [])
+        await send_loop(plain.send, plain_topic, perf() + 0.2, payload, [])  # routes, connections
+        sent = await send_loop(tx.send_message_in_transaction, topic, perf() + 0.2, payload, [])
         for senders in sorted({1, args.senders}):
             base_lat: list[float] = []
             start = perf()
-            counts = await asyncio.gather(*(send_loop(plain, plain_topic, start + args.seconds, payload, base_lat)
+            counts = await asyncio.gather(*(send_loop(plain.send, plain_topic, start + args.seconds, payload, base_lat)
                                             for _ in range(senders)))
             base_tps = sum(counts) / (perf() - start)
             lat: list[float] = []
             start = perf()
-            counts = await asyncio.gather(*(tx_loop(tx, topic, start + args.seconds, payload, lat)
+            send_tx = tx.send_message_in_transaction
+            counts = await asyncio.gather(*(send_loop(send_tx, topic, start + args.seconds, payload, lat)
                                             for _ in range(senders)))
             tps = sum(counts) / (perf() - start)
             sent += sum(counts)
@@ -689,17 +698,21 @@ async def run_all(args: argparse.Namespace, rep: Reporter, work: Path) -> None:
         note("SYNC_FLUSH broker: sync1, sync64, tx")
         with running(Server(work / "bench-rocket-sync", "SYNC_FLUSH")) as server:
             await bench_sync(server, rep, args, work)
+    sync1_only = argparse.Namespace(**{**vars(args), "only": {"sync1"}})
     if "sync1nopoll" in args.only:
         note("SYNC_FLUSH broker, busyPollMicros=0: sync1nopoll")
-        unpolled = argparse.Namespace(**{**vars(args), "only": {"sync1"}})
-        with running(Server(work / "bench-rocket-sync-nopoll", "SYNC_FLUSH", 0)) as server:
-            await bench_sync(server, rep, unpolled, work)
+        with running(Server(work / "bench-rocket-sync-nopoll", "SYNC_FLUSH", 0, variant="nopoll")) as server:
+            await bench_sync(server, rep, sync1_only, work)
+    if "sync1nopin" in args.only:
+        note("SYNC_FLUSH broker, cpuAffinity=off: sync1nopin")
+        with running(Server(work / "bench-rocket-sync-nopin", "SYNC_FLUSH", cpu_affinity="off",
+                            variant="nopin")) as server:
+            await bench_sync(server, rep, sync1_only, work)
     if "sync1bp" in args.only:
         note(f"SYNC_FLUSH broker, busy polling ({args.busy_poll_us} us, client {args.client_busy_poll_us} us): sync1bp")
-        polling = argparse.Namespace(**{**vars(args), "only": {"sync1"}})
         with running(Server(work / "bench-rocket-sync-bp", "SYNC_FLUSH", args.busy_poll_us,
-                            args.client_busy_poll_us)) as server:
-            await bench_sync(server, rep, polling, work)
+                            args.client_busy_poll_us, variant="bp")) as server:
+            await bench_sync(server, rep, sync1_only, work)
     if {"batch", "consume", "e2e", "orderly"} & args.only:
         note("ASYNC_FLUSH broker: batch, consume, e2e, orderly")
         with running(Server(work / "bench-rocket-async", "ASYNC_FLUSH")) as server:
@@ -743,7 +756,8 @@ def main(argv: list[str] | None = None) -> int:
     rep = Reporter(args.json)
     with workdir(args.dir, "logstore-bench-rocket-") as base:
         work = Path(base)
-        for sub in ("bench-rocket-sync", "bench-rocket-sync-nopoll", "bench-rocket-sync-bp", "bench-rocket-async", "bench-rocket-delay"):
+        for sub in ("bench-rocket-sync", "bench-rocket-sync-nopoll", "bench-rocket-sync-nopin", "bench-rocket-sync-bp",
+                    "bench-rocket-async", "bench-rocket-delay"):
             shutil.rmtree(work / sub, ignore_errors=True)  # each run starts from empty stores
         runtime.run(run_all(args, rep, work))
     return 0

@@ -22,13 +22,20 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-level", default="INFO")
 
 
-def _broker_config(args: argparse.Namespace) -> BrokerConfig:
+def _broker_config(p: argparse.ArgumentParser, args: argparse.Namespace) -> BrokerConfig:
+    """The broker's configuration, its process placed as it asks (``cpuAffinity``); a bad
+    value exits with a usage error naming it."""
     overrides: dict[str, str] = {}
     if args.broker_port is not None:
         overrides["listenPort"] = str(args.broker_port)
     if args.data_dir is not None:
         overrides["storePathRootDir"] = args.data_dir
-    return BrokerConfig.load(args.config, overrides)
+    try:
+        config = BrokerConfig.load(args.config, overrides)
+        app.place_process(config)
+    except (ValueError, OSError) as exc:  # a bad value, a broker.conf that cannot be read
+        p.error(str(exc))
+    return config
 
 
 def main(argv: list[str]) -> int:
@@ -40,7 +47,7 @@ def main(argv: list[str]) -> int:
     _common(p)
     args = p.parse_args(argv)
     app.setup_logging(args.log_level)
-    config = _broker_config(args)
+    config = _broker_config(p, args)
     app.install_loop_policy()
     app.tune_gc()
     asyncio.run(app.serve(config, args.namesrv_port, args.host))
@@ -67,7 +74,7 @@ def broker_main(argv: list[str]) -> int:
     _common(p)
     args = p.parse_args(argv)
     app.setup_logging(args.log_level)
-    config = _broker_config(args)
+    config = _broker_config(p, args)
     app.install_loop_policy()
     app.tune_gc()
     asyncio.run(app.run_broker(config, args.host))

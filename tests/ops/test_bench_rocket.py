@@ -4,17 +4,19 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 
 from adapters.rocket.broker.config import BUSY_POLL_MICROS_DEFAULT
+from logstore.affinity import parse_cpu_list
 from tools import bench
 
 pytestmark = pytest.mark.slow
 
 KEYS = {"name", "value", "unit", "baseline", "ratio", "goal", "params"}
-EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync1async", "sync1floor", "sync16", "tx1", "tx16", "sync1nopoll", "sync1bp",
-                                  "batch")
+EXPECTED = [f"{s}.{m}" for s in ("sync1", "sync1async", "sync1floor", "sync16", "tx1", "tx16", "sync1nopoll", "sync1nopin",
+                                  "sync1bp", "batch")
             for m in ("tps", "avg", "p99")] + [
     "consume.tps", "e2e.tps", "e2e.avg", "e2e.p99", "orderly.tps", "delay.avg", "delay.p99"]  # as run_all runs them
 
@@ -38,10 +40,14 @@ def test_quick_json(capsys: pytest.CaptureFixture[str]) -> None:
                           "e2e.p99", "delay.p99"}
     apis = {f["name"]: f["params"].get("api") for f in figures if f["name"].startswith("sync1") and f["name"].endswith(".tps") and f["name"] != "sync16.tps"}
     assert apis == {"sync1.tps": "sync", "sync1async.tps": "asyncio", "sync1floor.tps": None,
-                    "sync1nopoll.tps": "sync", "sync1bp.tps": "asyncio"}
+                    "sync1nopoll.tps": "sync", "sync1nopin.tps": "sync", "sync1bp.tps": "asyncio"}
     polls = {f["name"]: (f["params"]["busyPollMicros"], f["params"]["client_busy_poll_micros"])
-             for f in figures if f["name"] in ("sync1.tps", "sync1nopoll.tps", "sync1bp.tps")}
-    assert polls == {"sync1.tps": (BUSY_POLL_MICROS_DEFAULT, 0), "sync1nopoll.tps": (0, 0), "sync1bp.tps": (200, 1000)}
+             for f in figures if f["name"] in ("sync1.tps", "sync1nopoll.tps", "sync1nopin.tps", "sync1bp.tps")}
+    assert polls == {"sync1.tps": (BUSY_POLL_MICROS_DEFAULT, 0), "sync1nopoll.tps": (0, 0),
+                     "sync1nopin.tps": (BUSY_POLL_MICROS_DEFAULT, 0), "sync1bp.tps": (200, 1000)}
+    cpus = {f["name"]: parse_cpu_list(f["params"]["broker_cpus"]) for f in figures if apis.get(f["name"])}
+    assert cpus["sync1nopin.tps"] == os.sched_getaffinity(0)  # cpuAffinity=off: anywhere this process may run
+    assert cpus["sync1.tps"] <= os.sched_getaffinity(0) and len(cpus["sync1.tps"]) >= 1
     assert goals["e2e.p99"]["max"] == 10.0 and goals["sync1.tps"]["of"] == "ratio"
     for fig in figures:
         if fig["name"].startswith("tx") and fig["name"].endswith(".tps"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import time
 
 import pytest
 
@@ -86,3 +87,39 @@ async def test_a_refused_connection_and_a_peer_that_hangs_up() -> None:
         with pytest.raises(RemotingClosedError):
             await asyncio.to_thread(pool.invoke, addr, RemotingCommand.request(ECHO), 2.0)
     pool.close()
+
+
+async def test_an_answer_trickling_in_still_times_out_at_the_deadline() -> None:
+    """Each read waits at most the time left (the kernel's SO_RCVTIMEO, set again as it shrinks):
+    a peer sending its answer a byte at a time, then nothing, cannot hold the caller past the
+    deadline."""
+    stop, done = asyncio.Event(), asyncio.Event()
+
+    async def trickle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.read(1)
+            writer.write((1000).to_bytes(4, "big"))  # a frame of 1,000 bytes, never finished
+            for _ in range(4):  # for 0.2 s, then silence: the last read must wait only what is left
+                writer.write(b"x")
+                await asyncio.sleep(0.05)
+            await stop.wait()
+        finally:
+            writer.close()
+            done.set()
+
+    server = await asyncio.start_server(trickle, "127.0.0.1", 0)
+    async with server:
+        addr = f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        pool = BlockingPool()
+
+        def call() -> float:
+            start = time.monotonic()
+            with pytest.raises(RemotingTimeoutError):
+                pool.invoke(addr, RemotingCommand.request(ECHO), 0.3)
+            return time.monotonic() - start
+
+        elapsed = await asyncio.to_thread(call)
+        stop.set()
+        await done.wait()
+        pool.close()
+    assert 0.3 <= elapsed < 0.45

@@ -14,14 +14,16 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable
 
 from adapters.rocket.namesrv import NameServer
+from logstore.affinity import device_irq_cpu, parse_cpu_list
 
 from .broker import Broker
-from .config import BrokerConfig, config_from_env
+from .config import CPU_AFFINITY_AUTO, CPU_AFFINITY_OFF, BrokerConfig, config_from_env
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +51,33 @@ def tune_gc() -> None:
     """GC settings for a process this module runs (not for callers embedding ``serve``)."""
     _young, middle, old = gc.get_threshold()
     gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
+
+
+def place_process(config: BrokerConfig) -> set[int] | None:
+    """Run this process on the CPUs ``cpuAffinity`` asks for (threads it starts later follow):
+    the CPUs now set, or None when it runs anywhere it could before. For a process this module
+    runs, before its event loop starts. ValueError when none of the CPUs asked for is one this
+    process may use."""
+    setting = config.cpu_affinity
+    if setting == CPU_AFFINITY_OFF:
+        return None
+    allowed = os.sched_getaffinity(0)
+    if setting == CPU_AFFINITY_AUTO:
+        found = device_irq_cpu(config.store_path_root_dir)
+        if found is None or found.cpu not in allowed or len(allowed) == 1:
+            log.info("cpuAffinity auto: no single CPU takes the store device's interrupts; running on CPUs %s",
+                     sorted(allowed))
+            return None
+        cpus = {found.cpu}
+        log.info("cpuAffinity auto: CPU %d takes %.0f%% of the %d interrupts of %s, the store's device; "
+                 "running there", found.cpu, found.share * 100, found.count, found.device)
+    else:
+        cpus = parse_cpu_list(setting) & allowed
+        if not cpus:
+            raise ValueError(f"cpuAffinity {setting}: none of these CPUs is one this process may use "
+                             f"({sorted(allowed)})")
+    os.sched_setaffinity(0, cpus)
+    return cpus
 
 
 def ready(**addrs: str) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 from adapters.rocket.remoting.busypoll import WINDOW_US_MAX
 from logstore import FLUSH_ASYNC, FLUSH_SYNC
+from logstore.affinity import parse_cpu_list
 
 from .delay import DEFAULT_DELAY_LEVELS, parse_delay_levels
 
@@ -31,6 +32,8 @@ MASTER_ID = 0
 #: sending one message at a time sends its next (it spends about 100 us between an answer and
 #: its next request on this machine; measured in the README's "Busy polling by default").
 BUSY_POLL_MICROS_DEFAULT = 100
+CPU_AFFINITY_AUTO = "auto"
+CPU_AFFINITY_OFF = "off"
 
 
 @dataclass
@@ -79,6 +82,11 @@ class BrokerConfig:
     # soon as it is answered, paid in CPU: at most this much per answer, none when idle, next
     # to none under load (the loop has work anyway). 0 turns it off.
     busy_poll_micros: int = BUSY_POLL_MICROS_DEFAULT
+    # Not a RocketMQ key: the CPUs the broker process runs on. "auto": the CPU that takes the
+    # interrupts of the store's block device, when one CPU takes them all (logstore/affinity.py:
+    # each SYNC_FLUSH fsync then wakes the loop without a cross-CPU wake-up), else anywhere;
+    # "off": anywhere; or a CPU list ("1", "0,2-3"). Set by ``logstore serve``/``broker``.
+    cpu_affinity: str = CPU_AFFINITY_AUTO
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -124,6 +132,11 @@ class BrokerConfig:
         self._validate_role()
         if not 0 <= self.busy_poll_micros <= WINDOW_US_MAX:
             raise ValueError(f"busyPollMicros must be between 0 and {WINDOW_US_MAX}")
+        if self.cpu_affinity not in (CPU_AFFINITY_AUTO, CPU_AFFINITY_OFF):
+            try:
+                parse_cpu_list(self.cpu_affinity)
+            except ValueError as exc:
+                raise ValueError(f"cpuAffinity must be {CPU_AFFINITY_AUTO}, {CPU_AFFINITY_OFF} or a CPU list: {exc}") from None
         if self.transaction_check_interval < 1 or self.transaction_time_out < 0 or self.transaction_check_max < 0:
             raise ValueError("transactionCheckInterval must be positive; transactionTimeOut and "
                              "transactionCheckMax must not be negative")
