@@ -73,13 +73,16 @@ def test_a_subcommand_that_exits_gives_its_status(monkeypatch: pytest.MonkeyPatc
 def test_server_processes_tune_the_gc_before_they_start(
         monkeypatch: pytest.MonkeyPatch, main: str, argv: list[str]) -> None:
     """logstore serve / namesrv / broker set the young-generation GC threshold (app.tune_gc)
-    before their loop runs; the process's threshold is what tune_gc says."""
+    before their loop runs, the two with a broker after placing it on its CPUs
+    (app.place_process, not run here: it would move this test process); the process's
+    threshold is what tune_gc says."""
     calls: list[str] = []
+    monkeypatch.setattr(app, "place_process", lambda config: calls.append("place"))
     monkeypatch.setattr(app, "tune_gc", lambda: calls.append("gc"))
     monkeypatch.setattr(app, "install_loop_policy", lambda: None)
     monkeypatch.setattr(serve.asyncio, "run", lambda coro: (calls.append("run"), coro.close()))
     assert getattr(serve, main)(argv) == 0
-    assert calls == ["gc", "run"]
+    assert calls == (["gc", "run"] if main == "namesrv_main" else ["place", "gc", "run"])
     out = subprocess.run(
         [sys.executable, "-c", "import gc; from adapters.rocket.broker import app; app.tune_gc(); "
                                "print(gc.get_threshold()[0])"],
