@@ -9,18 +9,18 @@ Layout::
     <root>/logs/<name>/config.json
     <root>/logs/<name>/<base>.log / .index / .timeindex   (segment.py, index.py)
 
-Group commit (sync logs): appends queue; a round (started by a callback the round's first
-append schedules, or by the flusher task when it must wait for a journal rotation, a checkpoint
-or a full pipeline) takes everything queued, writes it to the journal and to the segments, runs
-one fdatasync of the journal (on the loop's thread for a small round on a fast disk; through an io_uring, uring.py, where the kernel has one; else in a
-worker thread), then acknowledges the whole round (journal writes stay in order: on the loop's
-thread, or on one journal thread; the fdatasyncs of two rounds in flight run on two threads at
-once, see worker.py). Appends that arrive while that fsync runs form the next round,
-so throughput grows with concurrency and there is no timed sleep. A caller may ask to be called
-as soon as its round is durable, before the round's segment writes (``Store.when_durable``).
-Async logs are fsynced by a background task every ``flush_interval_ms`` (or sooner past
-``flush_interval_bytes``); the same task writes a checkpoint every ``checkpoint_interval_ms``,
-after which old journal files are deleted.
+Group commit (sync logs): appends queue; a round (started by a callback the round's first append
+schedules, or by the flusher task when it must wait for a journal rotation, a checkpoint or a
+full pipeline) takes everything queued, writes it to the journal and to the segments, runs one
+fdatasync of the journal (on the loop's thread for a small round on a fast disk; through an
+io_uring, uring.py, where the kernel has one; else in a worker thread), then acknowledges the
+whole round (journal writes stay in order: on the loop's thread, or on one journal thread; the
+fdatasyncs of two rounds in flight run on two threads at once, see worker.py). Appends that
+arrive while that fsync runs form the next round, so throughput grows with concurrency and there
+is no timed sleep. A caller may ask to be called as soon as its round is durable, before the
+round's segment writes (``Store.when_durable``). Async logs are fsynced by a background task
+every ``flush_interval_ms`` (or sooner past ``flush_interval_bytes``); the same task writes a
+checkpoint every ``checkpoint_interval_ms``, after which old journal files are deleted.
 """
 
 from __future__ import annotations
